@@ -1,0 +1,21 @@
+//! Pure PKI for service-ca: the signing CA, serving certificates, bundles and rotation.
+//!
+//! No Kubernetes, no I/O; the clock is always passed in as an [`OffsetDateTime`](time::OffsetDateTime).
+
+mod ca;
+mod der;
+mod error;
+mod inspect;
+mod key;
+mod serving;
+
+pub use ca::{CaConfig, DEFAULT_CN_PREFIX, Rotation, SigningCa};
+pub use error::PkiError;
+pub use inspect::{
+    CertInfo, ReissueReason, cert_pem, needs_reissue, parse_pem_certs, pem_cert_ders,
+};
+pub use key::{KeyAlgorithm, KeyPool, PrivateKey, generate_key};
+pub use serving::{
+    ChainOrder, DEFAULT_SERVING_LIFETIME, IssuedCert, SERVICE_UID_OID, ServingRequest,
+    issue_serving, serving_dns_names,
+};
