@@ -1,0 +1,46 @@
+# service-ca: `make run` (local control plane + controller) and `make test` (everything).
+SHELL := bash
+.SHELLFLAGS := -eu -o pipefail -c
+CARGO ?= cargo
+
+.PHONY: run stop test lint unit e2e bench testenv build kubectl clean-local
+
+## Start the local control plane if no cluster is configured, then the controller against it.
+run:
+	@bash hack/run.sh
+
+## Stop the local control plane started by `make run`.
+stop:
+	@bash hack/stop.sh
+
+## Format check, clippy, unit tests and e2e tests against a real kube-apiserver.
+test: lint
+	@export SERVICE_CA_TESTENV_BIN="$$(bash testenv/build.sh)"; \
+	  $(CARGO) test --workspace --all-targets
+
+lint:
+	$(CARGO) fmt --all -- --check
+	$(CARGO) clippy --workspace --all-targets -- -D warnings
+
+## Unit tests only (no control plane).
+unit:
+	$(CARGO) test --workspace --lib --bins
+
+## Criterion benchmarks (PKI) and the controller benchmark against a local control plane.
+bench:
+	$(CARGO) bench -p service-ca-pki
+	bash hack/bench-controller.sh
+
+## Build (or find in the cache) the local control plane binary and print its path.
+testenv:
+	@bash testenv/build.sh
+
+## Print the path of the kubectl built with the control plane.
+kubectl:
+	@echo "$$(dirname "$$(bash testenv/build.sh)")/kubectl"
+
+build:
+	$(CARGO) build --release -p service-ca
+
+clean-local: stop
+	rm -rf .local

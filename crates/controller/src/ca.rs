@@ -1,0 +1,383 @@
+//! CA lifecycle: create the CA Secret on first start, adopt an existing one, rotate it before it
+//! expires (or on request), publish the bundle ConfigMap, and hand the current CA to every
+//! controller through a watch channel (spec §9).
+//!
+//! Invariants:
+//! - an existing CA is never replaced silently: a corrupt CA Secret is reported (log, Event,
+//!   readiness) and left alone until an administrator deletes it;
+//! - every write carries the resourceVersion that was read, so two writers cannot both rotate;
+//! - the bundle ConfigMap converges on content on every pass (not only when the CA changed).
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::StreamExt;
+use k8s_openapi::ByteString;
+use k8s_openapi::api::core::v1::{ConfigMap, Secret};
+use kube::api::{Api, ObjectMeta, Patch, PatchParams, PostParams};
+use kube::runtime::events::EventType;
+use kube::runtime::watcher;
+use kube::{Client, Resource};
+use serde_json::json;
+use service_ca_pki::SigningCa;
+use time::OffsetDateTime;
+use tokio::sync::watch;
+use tracing::{error, info, warn};
+
+use crate::config::Config;
+use crate::events::EventSink;
+use crate::metrics::Metrics;
+use crate::names;
+
+/// The current CA as seen by every controller; `None` until the first successful pass.
+pub type CaReceiver = watch::Receiver<Option<Arc<SigningCa>>>;
+
+/// Errors of the CA manager.
+#[derive(Debug, thiserror::Error)]
+pub enum CaError {
+    /// The CA Secret exists but its content cannot be used.
+    #[error("CA secret {0} is unusable: {1}; delete it to let service-ca create a new CA")]
+    Corrupt(String, service_ca_pki::PkiError),
+    /// Creating or rotating the CA failed in the PKI layer.
+    #[error("CA operation failed: {0}")]
+    Pki(#[from] service_ca_pki::PkiError),
+    /// A Kubernetes API call failed.
+    #[error("kubernetes API: {0}")]
+    Kube(#[from] kube::Error),
+}
+
+impl CaError {
+    /// Stable category for metrics and Event reasons.
+    pub fn category(&self) -> &'static str {
+        match self {
+            CaError::Corrupt(..) => "ca-corrupt",
+            CaError::Pki(_) => "pki",
+            CaError::Kube(_) => "kube",
+        }
+    }
+}
+
+/// Runs the CA manager until `shutdown` resolves: one pass on start, on every change of the CA
+/// Secret or bundle ConfigMap, and before the rotation is due.
+pub async fn run(
+    client: Client,
+    cfg: Arc<Config>,
+    tx: watch::Sender<Option<Arc<SigningCa>>>,
+    events: EventSink,
+    metrics: Arc<Metrics>,
+) {
+    let secrets: Api<Secret> = Api::namespaced(client.clone(), &cfg.namespace);
+    let configmaps: Api<ConfigMap> = Api::namespaced(client.clone(), &cfg.namespace);
+    let secret_changes = watcher(
+        secrets.clone(),
+        watcher::Config::default().fields(&format!("metadata.name={}", cfg.ca_secret)),
+    );
+    let bundle_changes = watcher(
+        configmaps.clone(),
+        watcher::Config::default().fields(&format!("metadata.name={}", cfg.bundle_configmap)),
+    );
+    let mut changes = futures::stream::select(
+        secret_changes.map(|e| e.is_ok()),
+        bundle_changes.map(|e| e.is_ok()),
+    )
+    .boxed();
+    let mut failures = 0u32;
+    loop {
+        let now = OffsetDateTime::now_utc();
+        let next = match reconcile(&client, &cfg, &events, now).await {
+            Ok(ca) => {
+                failures = 0;
+                metrics.set_ca_expiry(ca.not_after().unix_timestamp());
+                let changed = tx.borrow().as_ref().is_none_or(|cur| !same_ca(cur, &ca));
+                if changed {
+                    info!(ca = %ca.subject_cn(), not_after = %ca.not_after(), "CA loaded");
+                    tx.send_replace(Some(ca.clone()));
+                }
+                next_check(&ca, &cfg, now)
+            }
+            Err(err) => {
+                failures += 1;
+                metrics.ca_error(err.category());
+                error!(error = %err, category = err.category(), "CA pass failed");
+                Duration::from_secs(5 * u64::from(failures.min(60)))
+            }
+        };
+        tokio::select! {
+            _ = tokio::time::sleep(next) => {}
+            change = changes.next() => {
+                if change.is_none() { return; }
+                // Coalesce a burst of events (e.g. the write we just made) into one pass.
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+        }
+    }
+}
+
+fn same_ca(a: &SigningCa, b: &SigningCa) -> bool {
+    a.tls_crt_pem() == b.tls_crt_pem()
+        && a.bundle_pem() == b.bundle_pem()
+        && a.intermediate_pem() == b.intermediate_pem()
+}
+
+/// When to look again: when the rotation becomes due, and at least hourly.
+fn next_check(ca: &SigningCa, cfg: &Config, now: OffsetDateTime) -> Duration {
+    let due = ca.not_after() - cfg.ca.rotation_threshold;
+    let until = (due - now).max(time::Duration::ZERO);
+    Duration::try_from(until)
+        .unwrap_or(Duration::ZERO)
+        .clamp(Duration::from_secs(1), Duration::from_secs(3600))
+}
+
+fn data_bytes<'a>(secret: &'a Secret, key: &str) -> Option<&'a [u8]> {
+    secret
+        .data
+        .as_ref()
+        .and_then(|d| d.get(key))
+        .map(|b| b.0.as_slice())
+        .filter(|b| !b.is_empty())
+}
+
+/// One pass: ensure the CA Secret holds a usable, not-yet-due CA and the bundle is published.
+pub async fn reconcile(
+    client: &Client,
+    cfg: &Config,
+    events: &EventSink,
+    now: OffsetDateTime,
+) -> Result<Arc<SigningCa>, CaError> {
+    let secrets: Api<Secret> = Api::namespaced(client.clone(), &cfg.namespace);
+    let live = secrets.get_opt(&cfg.ca_secret).await?;
+    let secret_ref = format!("{}/{}", cfg.namespace, cfg.ca_secret);
+    let ca = match live
+        .as_ref()
+        .and_then(|s| data_bytes(s, names::TLS_CRT).map(|c| (s, c)))
+    {
+        None => {
+            let ca = SigningCa::create(&cfg.ca, now)?;
+            write_new_ca(&secrets, cfg, live.as_ref(), &ca).await?;
+            info!(ca = %ca.subject_cn(), "created a new service CA");
+            if let Ok(obj) = secrets.get(&cfg.ca_secret).await {
+                events
+                    .publish(
+                        &obj.object_ref(&()),
+                        EventType::Normal,
+                        "ServiceCACreated",
+                        "Create",
+                        format!(
+                            "created CA {} valid until {}",
+                            ca.subject_cn(),
+                            ca.not_after()
+                        ),
+                    )
+                    .await;
+            }
+            ca
+        }
+        Some((secret, tls_crt)) => {
+            let adopted = SigningCa::from_secret_data(
+                tls_crt,
+                data_bytes(secret, names::TLS_KEY).unwrap_or_default(),
+                data_bytes(secret, names::CA_BUNDLE_CRT),
+                data_bytes(secret, names::INTERMEDIATE_CA_CRT),
+                now,
+            );
+            let ca = match adopted {
+                Ok(ca) => ca,
+                Err(e) => {
+                    let err = CaError::Corrupt(secret_ref, e);
+                    events
+                        .publish(
+                            &secret.object_ref(&()),
+                            EventType::Warning,
+                            "ServiceCAInvalid",
+                            "Load",
+                            err.to_string(),
+                        )
+                        .await;
+                    return Err(err);
+                }
+            };
+            let annotations = secret.metadata.annotations.as_ref();
+            let requested = names::first_non_empty(annotations, &[names::FORCE_ROTATION_REQUEST]);
+            let recorded = names::first_non_empty(annotations, &[names::FORCED_ROTATION_REASON]);
+            let forced = requested.filter(|r| Some(*r) != recorded);
+            if forced.is_some() || ca.needs_rotation(&cfg.ca, now) {
+                let rotation = ca.rotate(&cfg.ca, now)?;
+                write_rotation(&secrets, secret, &rotation.ca, forced).await?;
+                let cause = match forced {
+                    Some(reason) => format!("forced rotation with reason {reason:?}"),
+                    None => format!(
+                        "less than {} days of validity left",
+                        cfg.ca.rotation_threshold.as_secs() / 86400
+                    ),
+                };
+                let msg = format!(
+                    "rotated the service CA ({cause}); previous CA trusted until {}",
+                    crate::serving::decide::format_expiry(rotation.previous_trusted_until)
+                );
+                info!(%msg, "CA rotated");
+                events
+                    .publish(
+                        &secret.object_ref(&()),
+                        EventType::Normal,
+                        "ServiceCARotated",
+                        "Rotate",
+                        msg,
+                    )
+                    .await;
+                rotation.ca
+            } else {
+                ca
+            }
+        }
+    };
+    publish_bundle(client, cfg, &ca).await?;
+    Ok(Arc::new(ca))
+}
+
+fn informational_annotations() -> BTreeMap<String, String> {
+    [
+        (names::OWNING_COMPONENT.to_string(), names::COMPONENT.to_string()),
+        (
+            names::DESCRIPTION.to_string(),
+            "Service CA signing key, managed by service-ca. Delete it to rotate the CA at once (no trust bridge).".to_string(),
+        ),
+    ]
+    .into()
+}
+
+async fn write_new_ca(
+    secrets: &Api<Secret>,
+    cfg: &Config,
+    existing: Option<&Secret>,
+    ca: &SigningCa,
+) -> Result<(), CaError> {
+    let data: BTreeMap<String, ByteString> = [
+        (
+            names::TLS_CRT.to_string(),
+            ByteString(ca.tls_crt_pem().into_bytes()),
+        ),
+        (
+            names::TLS_KEY.to_string(),
+            ByteString(ca.tls_key_pem().into_bytes()),
+        ),
+    ]
+    .into();
+    let pp = PostParams {
+        field_manager: Some(names::FIELD_MANAGER.into()),
+        ..Default::default()
+    };
+    match existing {
+        None => {
+            let secret = Secret {
+                metadata: ObjectMeta {
+                    name: Some(cfg.ca_secret.clone()),
+                    namespace: Some(cfg.namespace.clone()),
+                    annotations: Some(informational_annotations()),
+                    ..Default::default()
+                },
+                type_: Some(names::TLS_SECRET_TYPE.into()),
+                data: Some(data),
+                ..Default::default()
+            };
+            secrets.create(&pp, &secret).await?;
+        }
+        Some(existing) => {
+            // A Secret with an empty tls.crt: keep its metadata, replace its data (spec §9.2).
+            let mut updated = existing.clone();
+            let annotations = updated
+                .metadata
+                .annotations
+                .get_or_insert_with(BTreeMap::new);
+            for (k, v) in informational_annotations() {
+                annotations.entry(k).or_insert(v);
+            }
+            updated.data = Some(data);
+            secrets.replace(&cfg.ca_secret, &pp, &updated).await?;
+        }
+    }
+    Ok(())
+}
+
+async fn write_rotation(
+    secrets: &Api<Secret>,
+    live: &Secret,
+    ca: &SigningCa,
+    forced: Option<&str>,
+) -> Result<(), CaError> {
+    let mut updated = live.clone();
+    let data = updated.data.get_or_insert_with(BTreeMap::new);
+    data.insert(
+        names::TLS_CRT.into(),
+        ByteString(ca.tls_crt_pem().into_bytes()),
+    );
+    data.insert(
+        names::TLS_KEY.into(),
+        ByteString(ca.tls_key_pem().into_bytes()),
+    );
+    for (key, value) in [
+        (names::CA_BUNDLE_CRT, ca.ca_bundle_pem()),
+        (names::INTERMEDIATE_CA_CRT, ca.intermediate_pem()),
+    ] {
+        match value {
+            Some(v) => data.insert(key.into(), ByteString(v.into_bytes())),
+            None => data.remove(key),
+        };
+    }
+    if let Some(reason) = forced {
+        updated
+            .metadata
+            .annotations
+            .get_or_insert_with(BTreeMap::new)
+            .insert(names::FORCED_ROTATION_REASON.into(), reason.into());
+    }
+    let pp = PostParams {
+        field_manager: Some(names::FIELD_MANAGER.into()),
+        ..Default::default()
+    };
+    // `replace` carries the resourceVersion we read: a concurrent writer makes this fail with
+    // 409 and the next pass starts again from the new state.
+    let name = live.metadata.name.clone().unwrap_or_default();
+    secrets.replace(&name, &pp, &updated).await?;
+    Ok(())
+}
+
+/// Applies the bundle ConfigMap (and the optional copy) when its content differs.
+async fn publish_bundle(client: &Client, cfg: &Config, ca: &SigningCa) -> Result<(), CaError> {
+    let bundle = ca.bundle_pem();
+    let mut targets = vec![(cfg.namespace.clone(), cfg.bundle_configmap.clone())];
+    targets.extend(cfg.publish_bundle_to.clone());
+    for (namespace, name) in targets {
+        let api: Api<ConfigMap> = Api::namespaced(client.clone(), &namespace);
+        let current = api.get_opt(&name).await?;
+        let up_to_date = current.as_ref().is_some_and(|cm| {
+            cm.data.as_ref().and_then(|d| d.get(names::CA_BUNDLE_CRT)) == Some(&bundle)
+        });
+        if up_to_date {
+            continue;
+        }
+        let desired = json!({
+            "apiVersion": "v1",
+            "kind": "ConfigMap",
+            "metadata": {
+                "name": name,
+                "namespace": namespace,
+                "annotations": {
+                    names::OWNING_COMPONENT: names::COMPONENT,
+                    names::DESCRIPTION: "CA bundle of the service CA, managed by service-ca.",
+                },
+            },
+            "data": { names::CA_BUNDLE_CRT: bundle },
+        });
+        api.patch(
+            &name,
+            &PatchParams::apply(names::FIELD_MANAGER).force(),
+            &Patch::Apply(desired),
+        )
+        .await?;
+        if current.is_some() {
+            warn!(configmap = %format!("{namespace}/{name}"), "bundle ConfigMap content restored");
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,290 @@
+//! CA bundle injection: one generic controller, instantiated for ConfigMaps, APIServices, CRDs
+//! and mutating/validating webhook configurations (spec §10).
+//!
+//! Every kind is watched metadata-only, and only objects carrying the injection annotation are
+//! kept in the cache: memory follows the number of injection targets, not of ConfigMaps. The
+//! full object is fetched when it is reconciled.
+
+mod targets;
+
+use std::fmt::Debug;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use futures::StreamExt;
+use kube::api::{Patch, PatchParams};
+use kube::core::PartialObjectMeta;
+use kube::runtime::controller::{self, Action, Controller};
+use kube::runtime::events::EventType;
+#[allow(deprecated)] // the generic replacement needs an Api<PartialObjectMeta<K>> per scope
+use kube::runtime::metadata_watcher;
+use kube::runtime::reflector::{self};
+use kube::runtime::{WatchStreamExt, watcher};
+use kube::{Api, Client, Resource, ResourceExt};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use tracing::{info, warn};
+
+use crate::ca::CaReceiver;
+use crate::config::Config;
+use crate::events::EventSink;
+use crate::metrics::Metrics;
+use crate::names;
+use crate::serving::reconcile::ca_change_stream;
+
+/// What injecting the bundle into one object takes.
+#[derive(Debug, PartialEq)]
+pub enum Outcome {
+    /// The object already holds the bundle.
+    UpToDate,
+    /// The object cannot take a bundle; the reason is logged, nothing is retried.
+    Skip(String),
+    /// A JSON merge patch (with a resourceVersion precondition) that injects the bundle.
+    Patch {
+        /// The merge patch.
+        body: serde_json::Value,
+        /// ConfigMap data keys the patch deletes (spec §10.3), for the Event.
+        removed_data_keys: Vec<String>,
+    },
+}
+
+impl Outcome {
+    fn patch(body: serde_json::Value) -> Self {
+        Outcome::Patch {
+            body,
+            removed_data_keys: vec![],
+        }
+    }
+}
+
+/// A kind the bundle can be injected into.
+pub trait Target:
+    Resource<DynamicType = ()> + Clone + Debug + Serialize + DeserializeOwned + Send + Sync + 'static
+{
+    /// Controller name, used in logs and metrics.
+    const KIND: &'static str;
+    /// Whether the alpha annotation is honoured for this kind (spec §10.2).
+    const ACCEPTS_ALPHA: bool;
+    /// Whether the kind is cluster-scoped.
+    const CLUSTER_SCOPED: bool;
+    /// An API handle for objects in `namespace`, or all namespaces (cluster-scoped kinds ignore
+    /// the namespace).
+    fn api(client: Client, namespace: Option<&str>) -> Api<Self>;
+    /// What injecting `bundle` into this object takes.
+    fn injection(&self, bundle: &str) -> Outcome;
+}
+
+/// Whether the injection annotation asks for this object: value `true`, any case (spec §10.1).
+pub fn selected<K: Target>(meta: &kube::api::ObjectMeta) -> bool {
+    let is_true = |key: &str| {
+        meta.annotations
+            .as_ref()
+            .and_then(|a| a.get(key))
+            .is_some_and(|v| v.eq_ignore_ascii_case("true"))
+    };
+    is_true(names::INJECT_BETA) || (K::ACCEPTS_ALPHA && is_true(names::INJECT_ALPHA))
+}
+
+/// Errors of the injectors.
+#[derive(Debug, thiserror::Error)]
+pub enum InjectError {
+    /// A Kubernetes API call failed.
+    #[error("kubernetes API: {0}")]
+    Kube(#[from] kube::Error),
+}
+
+impl InjectError {
+    /// Stable category for metrics and Event reasons.
+    pub fn category(&self) -> &'static str {
+        match self {
+            InjectError::Kube(kube::Error::Api(s)) if s.code == 409 => "conflict",
+            InjectError::Kube(kube::Error::Api(s)) if s.code == 422 => "invalid",
+            InjectError::Kube(_) => "kube",
+        }
+    }
+}
+
+/// Shared state of the injectors.
+pub struct InjectContext {
+    client: Client,
+    ca: CaReceiver,
+    events: EventSink,
+    metrics: Arc<Metrics>,
+}
+
+impl InjectContext {
+    /// Bundles what reconciles need.
+    pub fn new(client: Client, ca: CaReceiver, events: EventSink, metrics: Arc<Metrics>) -> Self {
+        Self {
+            client,
+            ca,
+            events,
+            metrics,
+        }
+    }
+}
+
+/// Keeps only selected objects in the cache: an object that loses its annotation is turned into
+/// a deletion, so the cache (and memory) holds exactly the injection targets.
+fn keep_selected<K: Target>(
+    event: watcher::Event<PartialObjectMeta<K>>,
+) -> Option<watcher::Event<PartialObjectMeta<K>>> {
+    match event {
+        watcher::Event::Apply(obj) if !selected::<K>(&obj.metadata) => {
+            Some(watcher::Event::Delete(obj))
+        }
+        watcher::Event::InitApply(obj) if !selected::<K>(&obj.metadata) => None,
+        other => Some(other),
+    }
+}
+
+/// Runs the injector for kind `K` until `shutdown` resolves.
+pub async fn run<K: Target>(
+    ctx: Arc<InjectContext>,
+    cfg: Arc<Config>,
+    shutdown: impl std::future::Future<Output = ()> + Send + Sync + 'static,
+) where
+    PartialObjectMeta<K>: Resource<DynamicType = ()>,
+{
+    let (reader, writer) = reflector::store();
+    let watch_api = K::api(ctx.client.clone(), cfg.watch_namespace.as_deref());
+    #[allow(deprecated)]
+    let targets = metadata_watcher(watch_api, watcher::Config::default())
+        .default_backoff()
+        .filter_map(|event| futures::future::ready(Some(event.map(keep_selected::<K>))))
+        .filter_map(|event| {
+            futures::future::ready(match event {
+                Ok(Some(e)) => Some(Ok(e)),
+                Ok(None) => None,
+                Err(e) => Some(Err(e)),
+            })
+        })
+        .modify(|obj| obj.metadata.managed_fields = None)
+        .reflect(writer)
+        .applied_objects();
+    Controller::for_stream(targets, reader)
+        .reconcile_all_on(ca_change_stream(ctx.ca.clone()))
+        .with_config(controller::Config::default().concurrency(cfg.concurrency))
+        .graceful_shutdown_on(shutdown)
+        .run(reconcile::<K>, error_policy::<K>, ctx)
+        .for_each(|_| futures::future::ready(()))
+        .await;
+}
+
+fn error_policy<K: Target>(
+    _obj: Arc<PartialObjectMeta<K>>,
+    err: &InjectError,
+    ctx: Arc<InjectContext>,
+) -> Action {
+    ctx.metrics.reconcile_error(K::KIND, err.category());
+    match err.category() {
+        "conflict" => Action::requeue(Duration::from_millis(500)),
+        _ => Action::requeue(Duration::from_secs(30)),
+    }
+}
+
+async fn reconcile<K: Target>(
+    meta: Arc<PartialObjectMeta<K>>,
+    ctx: Arc<InjectContext>,
+) -> Result<Action, InjectError> {
+    let started = Instant::now();
+    let result = inject::<K>(&meta, &ctx).await;
+    ctx.metrics.reconciled(K::KIND, started.elapsed());
+    if let Err(err) = &result {
+        warn!(kind = K::KIND, object = %describe(&meta.metadata), error = %err, "injection failed");
+    }
+    result
+}
+
+fn describe(meta: &kube::api::ObjectMeta) -> String {
+    match &meta.namespace {
+        Some(ns) => format!("{ns}/{}", meta.name.as_deref().unwrap_or_default()),
+        None => meta.name.clone().unwrap_or_default(),
+    }
+}
+
+async fn inject<K: Target>(
+    meta: &PartialObjectMeta<K>,
+    ctx: &InjectContext,
+) -> Result<Action, InjectError> {
+    let Some(bundle) = ctx.ca.borrow().as_ref().map(|ca| ca.bundle_pem()) else {
+        return Ok(Action::await_change());
+    };
+    let api = K::api(ctx.client.clone(), meta.metadata.namespace.as_deref());
+    let name = meta.name_any();
+    let Some(live) = api.get_opt(&name).await? else {
+        return Ok(Action::await_change());
+    };
+    // Re-check on the live object: an annotation removed since the event means no injection.
+    if !selected::<K>(live.meta()) {
+        return Ok(Action::await_change());
+    }
+    match live.injection(&bundle) {
+        Outcome::UpToDate => Ok(Action::await_change()),
+        Outcome::Skip(reason) => {
+            info!(kind = K::KIND, object = %describe(live.meta()), %reason, "not injecting");
+            Ok(Action::await_change())
+        }
+        Outcome::Patch {
+            body,
+            removed_data_keys,
+        } => {
+            let pp = PatchParams {
+                field_manager: Some(names::FIELD_MANAGER.into()),
+                ..Default::default()
+            };
+            api.patch(&name, &pp, &Patch::Merge(body)).await?;
+            ctx.metrics.wrote(K::KIND);
+            info!(kind = K::KIND, object = %describe(live.meta()), "CA bundle injected");
+            if !removed_data_keys.is_empty() {
+                let note = format!(
+                    "injected the service CA bundle into {}; by design this removed the other data keys: {}",
+                    names::SERVICE_CA_CRT,
+                    removed_data_keys.join(", ")
+                );
+                warn!(object = %describe(live.meta()), keys = ?removed_data_keys, "injection replaced ConfigMap data");
+                ctx.events
+                    .publish(
+                        &live.object_ref(&()),
+                        EventType::Warning,
+                        "CABundleInjectionReplacedData",
+                        "Inject",
+                        note,
+                    )
+                    .await;
+            }
+            Ok(Action::await_change())
+        }
+    }
+}
+
+/// Starts one injector per kind.
+pub fn spawn_all(
+    tasks: &mut tokio::task::JoinSet<()>,
+    ctx: Arc<InjectContext>,
+    cfg: Arc<Config>,
+    shutdown: impl Fn() -> std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send + Sync>>,
+) {
+    use k8s_openapi::api::admissionregistration::v1::{
+        MutatingWebhookConfiguration, ValidatingWebhookConfiguration,
+    };
+    use k8s_openapi::api::core::v1::ConfigMap;
+    use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+    use k8s_openapi::kube_aggregator::pkg::apis::apiregistration::v1::APIService;
+    tasks.spawn(run::<ConfigMap>(ctx.clone(), cfg.clone(), shutdown()));
+    if !cfg.cluster_scoped_injection {
+        return;
+    }
+    tasks.spawn(run::<APIService>(ctx.clone(), cfg.clone(), shutdown()));
+    tasks.spawn(run::<CustomResourceDefinition>(
+        ctx.clone(),
+        cfg.clone(),
+        shutdown(),
+    ));
+    tasks.spawn(run::<MutatingWebhookConfiguration>(
+        ctx.clone(),
+        cfg.clone(),
+        shutdown(),
+    ));
+    tasks.spawn(run::<ValidatingWebhookConfiguration>(ctx, cfg, shutdown()));
+}

@@ -1,0 +1,197 @@
+//! The five injectable kinds: what "injected" means for each, as a pure function of the object
+//! and the bundle (spec §10.2–§10.6).
+
+use k8s_openapi::ByteString;
+use k8s_openapi::api::admissionregistration::v1::{
+    MutatingWebhookConfiguration, ValidatingWebhookConfiguration,
+};
+use k8s_openapi::api::core::v1::ConfigMap;
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+use k8s_openapi::kube_aggregator::pkg::apis::apiregistration::v1::APIService;
+use kube::{Api, Client, ResourceExt};
+use serde_json::{Value, json};
+
+use super::{Outcome, Target};
+use crate::names;
+
+fn b64(bundle: &str) -> Value {
+    serde_json::to_value(ByteString(bundle.as_bytes().to_vec())).unwrap_or(Value::Null)
+}
+
+fn holds(field: Option<&ByteString>, bundle: &str) -> bool {
+    field.is_some_and(|b| b.0 == bundle.as_bytes())
+}
+
+impl Target for ConfigMap {
+    const KIND: &'static str = "configmap";
+    const ACCEPTS_ALPHA: bool = true;
+    const CLUSTER_SCOPED: bool = false;
+
+    fn api(client: Client, namespace: Option<&str>) -> Api<Self> {
+        match namespace {
+            Some(ns) => Api::namespaced(client, ns),
+            None => Api::all(client),
+        }
+    }
+
+    fn injection(&self, bundle: &str) -> Outcome {
+        // Up to date only if service-ca.crt is the bundle and the only data key (spec §10.3).
+        let data = self.data.clone().unwrap_or_default();
+        if data.len() == 1 && data.get(names::SERVICE_CA_CRT).map(String::as_str) == Some(bundle) {
+            return Outcome::UpToDate;
+        }
+        if self.immutable == Some(true) {
+            return Outcome::Skip(
+                "the ConfigMap is immutable; recreate it without `immutable: true`".into(),
+            );
+        }
+        let removed: Vec<String> = data
+            .keys()
+            .filter(|k| k.as_str() != names::SERVICE_CA_CRT)
+            .cloned()
+            .collect();
+        let mut patch_data = serde_json::Map::new();
+        for key in &removed {
+            patch_data.insert(key.clone(), Value::Null);
+        }
+        patch_data.insert(names::SERVICE_CA_CRT.into(), json!(bundle));
+        let mut metadata = json!({"resourceVersion": self.resource_version()});
+        let component_empty = self
+            .annotations()
+            .get(names::OWNING_COMPONENT)
+            .is_none_or(String::is_empty);
+        if component_empty {
+            metadata["annotations"] = json!({
+                names::OWNING_COMPONENT: names::COMPONENT,
+                names::DESCRIPTION: "CA bundle of the service CA, injected by service-ca. Other data keys are removed.",
+            });
+        }
+        Outcome::Patch {
+            body: json!({"metadata": metadata, "data": patch_data}),
+            removed_data_keys: removed,
+        }
+    }
+}
+
+impl Target for APIService {
+    const KIND: &'static str = "apiservice";
+    const ACCEPTS_ALPHA: bool = true;
+    const CLUSTER_SCOPED: bool = true;
+
+    fn api(client: Client, _namespace: Option<&str>) -> Api<Self> {
+        Api::all(client)
+    }
+
+    fn injection(&self, bundle: &str) -> Outcome {
+        let Some(spec) = self.spec.as_ref() else {
+            return Outcome::Skip("APIService has no spec".into());
+        };
+        if holds(spec.ca_bundle.as_ref(), bundle) {
+            return Outcome::UpToDate;
+        }
+        if spec.service.is_none() {
+            // The API server rejects caBundle on a local APIService; retrying cannot help.
+            return Outcome::Skip(
+                "local APIService (no spec.service) cannot take a caBundle".into(),
+            );
+        }
+        Outcome::patch(json!({
+            "metadata": {"resourceVersion": self.resource_version()},
+            "spec": {"caBundle": b64(bundle)},
+        }))
+    }
+}
+
+impl Target for CustomResourceDefinition {
+    const KIND: &'static str = "customresourcedefinition";
+    const ACCEPTS_ALPHA: bool = false;
+    const CLUSTER_SCOPED: bool = true;
+
+    fn api(client: Client, _namespace: Option<&str>) -> Api<Self> {
+        Api::all(client)
+    }
+
+    fn injection(&self, bundle: &str) -> Outcome {
+        let conversion = self.spec.conversion.as_ref();
+        if conversion.map(|c| c.strategy.as_str()) != Some("Webhook") {
+            return Outcome::Skip("conversion strategy is not Webhook".into());
+        }
+        let client_config = conversion
+            .and_then(|c| c.webhook.as_ref())
+            .and_then(|w| w.client_config.as_ref());
+        if holds(client_config.and_then(|c| c.ca_bundle.as_ref()), bundle) {
+            return Outcome::UpToDate;
+        }
+        Outcome::patch(json!({
+            "metadata": {"resourceVersion": self.resource_version()},
+            "spec": {"conversion": {"webhook": {"clientConfig": {"caBundle": b64(bundle)}}}},
+        }))
+    }
+}
+
+/// Webhook configurations: a merge patch replaces the whole `webhooks` list, so it is sent
+/// complete, with only `caBundle` changed, under the resourceVersion it was read at.
+fn webhooks_injection<W: serde::Serialize>(
+    rv: Option<String>,
+    webhooks: Option<&Vec<W>>,
+    bundle: &str,
+    ca_bundle_of: impl Fn(&W) -> Option<&ByteString>,
+) -> Outcome {
+    let Some(webhooks) = webhooks.filter(|w| !w.is_empty()) else {
+        return Outcome::Skip("the configuration has no webhooks".into());
+    };
+    if webhooks.iter().all(|w| holds(ca_bundle_of(w), bundle)) {
+        return Outcome::UpToDate;
+    }
+    let mut list = match serde_json::to_value(webhooks) {
+        Ok(Value::Array(list)) => list,
+        _ => return Outcome::Skip("webhooks could not be serialized".into()),
+    };
+    for webhook in &mut list {
+        if let Some(cc) = webhook
+            .get_mut("clientConfig")
+            .and_then(Value::as_object_mut)
+        {
+            cc.insert("caBundle".into(), b64(bundle));
+        }
+    }
+    Outcome::patch(json!({"metadata": {"resourceVersion": rv}, "webhooks": list}))
+}
+
+impl Target for MutatingWebhookConfiguration {
+    const KIND: &'static str = "mutatingwebhookconfiguration";
+    const ACCEPTS_ALPHA: bool = false;
+    const CLUSTER_SCOPED: bool = true;
+
+    fn api(client: Client, _namespace: Option<&str>) -> Api<Self> {
+        Api::all(client)
+    }
+
+    fn injection(&self, bundle: &str) -> Outcome {
+        webhooks_injection(
+            self.resource_version(),
+            self.webhooks.as_ref(),
+            bundle,
+            |w| w.client_config.ca_bundle.as_ref(),
+        )
+    }
+}
+
+impl Target for ValidatingWebhookConfiguration {
+    const KIND: &'static str = "validatingwebhookconfiguration";
+    const ACCEPTS_ALPHA: bool = false;
+    const CLUSTER_SCOPED: bool = true;
+
+    fn api(client: Client, _namespace: Option<&str>) -> Api<Self> {
+        Api::all(client)
+    }
+
+    fn injection(&self, bundle: &str) -> Outcome {
+        webhooks_injection(
+            self.resource_version(),
+            self.webhooks.as_ref(),
+            bundle,
+            |w| w.client_config.ca_bundle.as_ref(),
+        )
+    }
+}

@@ -1,0 +1,247 @@
+//! Lease-based leader election (`coordination.k8s.io/v1`): exactly one replica runs the CA
+//! manager and the controllers; the others wait and take over within the lease duration when
+//! the leader stops renewing.
+//!
+//! Every write carries the resourceVersion that was read, so two candidates can never both
+//! believe they acquired the same Lease.
+
+use std::time::Duration;
+
+use k8s_openapi::api::coordination::v1::{Lease, LeaseSpec};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::MicroTime;
+use k8s_openapi::jiff::Timestamp;
+use kube::api::{Api, ObjectMeta, PostParams};
+use kube::{Client, ResourceExt};
+use tokio::sync::watch;
+use tracing::{info, warn};
+
+/// Timing of the election.
+#[derive(Clone, Debug)]
+pub struct LeaseTiming {
+    /// How long a lease is valid without renewal.
+    pub duration: Duration,
+    /// How often the leader renews, and candidates retry.
+    pub retry: Duration,
+}
+
+impl Default for LeaseTiming {
+    fn default() -> Self {
+        Self {
+            duration: Duration::from_secs(15),
+            retry: Duration::from_secs(2),
+        }
+    }
+}
+
+/// What a candidate should do with the Lease it read.
+#[derive(Debug, PartialEq, Eq)]
+pub enum LeaseStep {
+    /// Nobody holds it (or the holder's lease expired): take it.
+    Acquire,
+    /// We hold it: renew it.
+    Renew,
+    /// Someone else holds a valid lease.
+    Follow,
+}
+
+/// Decides from the Lease as read, who we are and the time (pure).
+pub fn lease_step(spec: Option<&LeaseSpec>, me: &str, now: Timestamp) -> LeaseStep {
+    let Some(spec) = spec else {
+        return LeaseStep::Acquire;
+    };
+    let holder = spec.holder_identity.as_deref().unwrap_or_default();
+    if holder == me {
+        return LeaseStep::Renew;
+    }
+    if holder.is_empty() {
+        return LeaseStep::Acquire;
+    }
+    let duration = i64::from(spec.lease_duration_seconds.unwrap_or(15));
+    let renewed = spec
+        .renew_time
+        .as_ref()
+        .or(spec.acquire_time.as_ref())
+        .map(|t| t.0);
+    match renewed {
+        Some(at) if at.as_second() + duration > now.as_second() => LeaseStep::Follow,
+        _ => LeaseStep::Acquire,
+    }
+}
+
+fn desired_spec(
+    current: Option<&LeaseSpec>,
+    me: &str,
+    now: Timestamp,
+    timing: &LeaseTiming,
+) -> LeaseSpec {
+    let keep_acquire = current.filter(|s| s.holder_identity.as_deref() == Some(me));
+    let transitions = current.and_then(|s| s.lease_transitions).unwrap_or(0);
+    LeaseSpec {
+        holder_identity: Some(me.into()),
+        lease_duration_seconds: Some(i32::try_from(timing.duration.as_secs()).unwrap_or(15)),
+        acquire_time: Some(
+            keep_acquire
+                .and_then(|s| s.acquire_time.clone())
+                .unwrap_or(MicroTime(now)),
+        ),
+        renew_time: Some(MicroTime(now)),
+        lease_transitions: Some(if keep_acquire.is_some() {
+            transitions
+        } else {
+            transitions + 1
+        }),
+        ..Default::default()
+    }
+}
+
+/// One election round: returns whether we hold the lease afterwards.
+async fn round(
+    api: &Api<Lease>,
+    name: &str,
+    me: &str,
+    timing: &LeaseTiming,
+) -> Result<bool, kube::Error> {
+    let now = Timestamp::now();
+    let current = api.get_opt(name).await?;
+    let spec = current.as_ref().and_then(|l| l.spec.as_ref());
+    match lease_step(spec, me, now) {
+        LeaseStep::Follow => Ok(false),
+        step => {
+            let lease = Lease {
+                metadata: ObjectMeta {
+                    name: Some(name.into()),
+                    resource_version: current.as_ref().and_then(|l| l.resource_version()),
+                    ..Default::default()
+                },
+                spec: Some(desired_spec(spec, me, now, timing)),
+            };
+            let pp = PostParams {
+                field_manager: Some(crate::names::FIELD_MANAGER.into()),
+                ..Default::default()
+            };
+            let result = match current {
+                None => api.create(&pp, &lease).await.map(|_| ()),
+                Some(_) => api.replace(name, &pp, &lease).await.map(|_| ()),
+            };
+            match result {
+                Ok(()) => {
+                    if step == LeaseStep::Acquire {
+                        info!(lease = name, identity = me, "acquired leadership");
+                    }
+                    Ok(true)
+                }
+                // Someone else won the race: follow.
+                Err(kube::Error::Api(s)) if s.code == 409 => Ok(false),
+                Err(e) => Err(e),
+            }
+        }
+    }
+}
+
+/// Runs the election forever, publishing `true` while we lead. Leadership is given up (and
+/// `false` published) when renewal has failed for longer than the lease duration.
+pub async fn run(
+    client: Client,
+    namespace: String,
+    name: String,
+    identity: String,
+    timing: LeaseTiming,
+    leading: watch::Sender<bool>,
+) {
+    let api: Api<Lease> = Api::namespaced(client, &namespace);
+    let mut last_renewed = tokio::time::Instant::now();
+    loop {
+        match round(&api, &name, &identity, &timing).await {
+            Ok(true) => {
+                last_renewed = tokio::time::Instant::now();
+                leading.send_if_modified(|l| !std::mem::replace(l, true));
+            }
+            Ok(false) => {
+                if *leading.borrow() {
+                    warn!(lease = %name, "lost leadership");
+                }
+                leading.send_if_modified(|l| std::mem::replace(l, false));
+            }
+            Err(err) => {
+                warn!(error = %err, lease = %name, "leader election round failed");
+                if *leading.borrow() && last_renewed.elapsed() > timing.duration {
+                    warn!(lease = %name, "could not renew within the lease duration; stepping down");
+                    leading.send_replace(false);
+                }
+            }
+        }
+        tokio::time::sleep(timing.retry).await;
+    }
+}
+
+/// Releases the lease (best effort) so a successor need not wait for it to expire.
+pub async fn release(client: Client, namespace: &str, name: &str, identity: &str) {
+    let api: Api<Lease> = Api::namespaced(client, namespace);
+    let Ok(Some(mut lease)) = api.get_opt(name).await else {
+        return;
+    };
+    let Some(spec) = lease.spec.as_mut() else {
+        return;
+    };
+    if spec.holder_identity.as_deref() != Some(identity) {
+        return;
+    }
+    spec.holder_identity = None;
+    spec.renew_time = None;
+    let _ = api.replace(name, &PostParams::default(), &lease).await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spec(holder: &str, renewed_secs_ago: i64, duration: i32) -> LeaseSpec {
+        let now = Timestamp::now();
+        LeaseSpec {
+            holder_identity: Some(holder.into()),
+            lease_duration_seconds: Some(duration),
+            renew_time: Some(MicroTime(
+                Timestamp::from_second(now.as_second() - renewed_secs_ago).unwrap(),
+            )),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn steps() {
+        let now = Timestamp::now();
+        assert_eq!(lease_step(None, "a", now), LeaseStep::Acquire);
+        assert_eq!(
+            lease_step(Some(&spec("a", 1, 15)), "a", now),
+            LeaseStep::Renew
+        );
+        assert_eq!(
+            lease_step(Some(&spec("b", 1, 15)), "a", now),
+            LeaseStep::Follow
+        );
+        assert_eq!(
+            lease_step(Some(&spec("b", 16, 15)), "a", now),
+            LeaseStep::Acquire
+        );
+        assert_eq!(
+            lease_step(Some(&spec("", 1, 15)), "a", now),
+            LeaseStep::Acquire
+        );
+    }
+
+    #[test]
+    fn transitions_count_only_changes_of_holder() {
+        let now = Timestamp::now();
+        let timing = LeaseTiming::default();
+        let mut held = spec("a", 1, 15);
+        held.lease_transitions = Some(3);
+        assert_eq!(
+            desired_spec(Some(&held), "a", now, &timing).lease_transitions,
+            Some(3)
+        );
+        assert_eq!(
+            desired_spec(Some(&held), "b", now, &timing).lease_transitions,
+            Some(4)
+        );
+    }
+}

@@ -1,0 +1,235 @@
+//! Prometheus metrics: the original's `service_ca_expiry_time_seconds` plus reconcile counts,
+//! errors and durations per controller, per-Secret certificate expiry, rotations and leadership.
+
+use std::sync::Mutex;
+use std::sync::atomic::AtomicI64;
+use std::time::Duration;
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+
+/// Labels naming a controller.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ControllerLabels {
+    /// Controller name, e.g. `serving` or `inject-configmap`.
+    pub controller: String,
+}
+
+/// Labels of an error counter.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ErrorLabels {
+    /// Controller name.
+    pub controller: String,
+    /// Stable error category.
+    pub category: String,
+}
+
+/// Labels naming a serving Secret.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct SecretLabels {
+    /// Namespace of the Secret.
+    pub namespace: String,
+    /// Name of the Secret.
+    pub secret: String,
+}
+
+/// Every metric the process exposes.
+pub struct Metrics {
+    registry: Registry,
+    ca_expiry: Gauge<i64, AtomicI64>,
+    reconciles: Family<ControllerLabels, Counter>,
+    errors: Family<ErrorLabels, Counter>,
+    durations: Family<ControllerLabels, Histogram>,
+    cert_expiry: Family<SecretLabels, Gauge<i64, AtomicI64>>,
+    issued: Family<ControllerLabels, Counter>,
+    writes: Family<ControllerLabels, Counter>,
+    rotations: Counter,
+    leader: Gauge<i64, AtomicI64>,
+    ready: Gauge<i64, AtomicI64>,
+    encode_lock: Mutex<()>,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Metrics {
+    /// Registers every metric.
+    pub fn new() -> Self {
+        let mut registry = Registry::default();
+        let ca_expiry = Gauge::<i64, AtomicI64>::default();
+        registry.register(
+            "service_ca_expiry_time_seconds",
+            "NotAfter of the current service CA certificate, in Unix seconds",
+            ca_expiry.clone(),
+        );
+        let reconciles = Family::<ControllerLabels, Counter>::default();
+        registry.register(
+            "service_ca_reconciles",
+            "Reconciles run, per controller",
+            reconciles.clone(),
+        );
+        let errors = Family::<ErrorLabels, Counter>::default();
+        registry.register(
+            "service_ca_reconcile_errors",
+            "Reconcile errors, per controller and category",
+            errors.clone(),
+        );
+        let durations = Family::<ControllerLabels, Histogram>::new_with_constructor(|| {
+            Histogram::new(exponential_buckets(0.001, 2.0, 14))
+        });
+        registry.register(
+            "service_ca_reconcile_duration_seconds",
+            "Reconcile duration, per controller",
+            durations.clone(),
+        );
+        let cert_expiry = Family::<SecretLabels, Gauge<i64, AtomicI64>>::default();
+        registry.register(
+            "service_ca_serving_cert_expiry_time_seconds",
+            "NotAfter of each serving certificate service-ca manages, in Unix seconds",
+            cert_expiry.clone(),
+        );
+        let issued = Family::<ControllerLabels, Counter>::default();
+        registry.register(
+            "service_ca_certificates_issued",
+            "Serving certificates issued",
+            issued.clone(),
+        );
+        let writes = Family::<ControllerLabels, Counter>::default();
+        registry.register(
+            "service_ca_api_writes",
+            "Writes to the Kubernetes API, per controller",
+            writes.clone(),
+        );
+        let rotations = Counter::default();
+        registry.register(
+            "service_ca_rotations",
+            "CA rotations performed by this process",
+            rotations.clone(),
+        );
+        let leader = Gauge::<i64, AtomicI64>::default();
+        registry.register(
+            "service_ca_leader",
+            "1 when this replica holds the leader lease",
+            leader.clone(),
+        );
+        let ready = Gauge::<i64, AtomicI64>::default();
+        registry.register(
+            "service_ca_ready",
+            "1 when caches are synced and a usable CA is loaded",
+            ready.clone(),
+        );
+        Self {
+            registry,
+            ca_expiry,
+            reconciles,
+            errors,
+            durations,
+            cert_expiry,
+            issued,
+            writes,
+            rotations,
+            leader,
+            ready,
+            encode_lock: Mutex::new(()),
+        }
+    }
+
+    fn labels(controller: &str) -> ControllerLabels {
+        ControllerLabels {
+            controller: controller.into(),
+        }
+    }
+
+    /// Records the CA's notAfter.
+    pub fn set_ca_expiry(&self, unix: i64) {
+        self.ca_expiry.set(unix);
+    }
+
+    /// Counts a CA-manager failure.
+    pub fn ca_error(&self, category: &str) {
+        self.reconcile_error("ca", category);
+    }
+
+    /// Counts one reconcile and its duration.
+    pub fn reconciled(&self, controller: &str, took: Duration) {
+        self.reconciles
+            .get_or_create(&Self::labels(controller))
+            .inc();
+        self.durations
+            .get_or_create(&Self::labels(controller))
+            .observe(took.as_secs_f64());
+    }
+
+    /// Counts one reconcile error.
+    pub fn reconcile_error(&self, controller: &str, category: &str) {
+        self.errors
+            .get_or_create(&ErrorLabels {
+                controller: controller.into(),
+                category: category.into(),
+            })
+            .inc();
+    }
+
+    /// Counts one API write.
+    pub fn wrote(&self, controller: &str) {
+        self.writes.get_or_create(&Self::labels(controller)).inc();
+    }
+
+    /// Total API writes of one controller (used by tests and benchmarks).
+    pub fn writes_of(&self, controller: &str) -> u64 {
+        self.writes.get_or_create(&Self::labels(controller)).get()
+    }
+
+    /// Counts an issued certificate and records its expiry.
+    pub fn issued(&self, namespace: &str, secret: &str, not_after_unix: i64) {
+        self.issued.get_or_create(&Self::labels("serving")).inc();
+        self.set_cert_expiry(namespace, secret, not_after_unix);
+    }
+
+    /// Total certificates issued by this process.
+    pub fn issued_total(&self) -> u64 {
+        self.issued.get_or_create(&Self::labels("serving")).get()
+    }
+
+    /// Records a serving certificate's expiry.
+    pub fn set_cert_expiry(&self, namespace: &str, secret: &str, not_after_unix: i64) {
+        self.cert_expiry
+            .get_or_create(&SecretLabels {
+                namespace: namespace.into(),
+                secret: secret.into(),
+            })
+            .set(not_after_unix);
+    }
+
+    /// Counts a CA rotation.
+    pub fn rotated(&self) {
+        self.rotations.inc();
+    }
+
+    /// Sets the leader gauge.
+    pub fn set_leader(&self, leader: bool) {
+        self.leader.set(i64::from(leader));
+    }
+
+    /// Sets the readiness gauge.
+    pub fn set_ready(&self, ready: bool) {
+        self.ready.set(i64::from(ready));
+    }
+
+    /// Text exposition format.
+    pub fn encode(&self) -> String {
+        let _guard = self.encode_lock.lock();
+        let mut out = String::new();
+        if prometheus_client::encoding::text::encode(&mut out, &self.registry).is_err() {
+            out.clear();
+        }
+        out
+    }
+}

@@ -1,0 +1,90 @@
+//! Every annotation key, label, data key and default name service-ca reads or writes (spec §2–§4).
+
+/// Requested Secret name on a Service (beta, preferred).
+pub const SECRET_NAME_BETA: &str = "service.beta.openshift.io/serving-cert-secret-name";
+/// Requested Secret name on a Service (alpha, legacy).
+pub const SECRET_NAME_ALPHA: &str = "service.alpha.openshift.io/serving-cert-secret-name";
+/// Subject CN of the CA that issued the Service's current certificate (beta).
+pub const SIGNED_BY_BETA: &str = "service.beta.openshift.io/serving-cert-signed-by";
+/// Subject CN of the CA that issued the Service's current certificate (alpha).
+pub const SIGNED_BY_ALPHA: &str = "service.alpha.openshift.io/serving-cert-signed-by";
+/// Text of the last issuance error (beta).
+pub const ERROR_BETA: &str = "service.beta.openshift.io/serving-cert-generation-error";
+/// Text of the last issuance error (alpha).
+pub const ERROR_ALPHA: &str = "service.alpha.openshift.io/serving-cert-generation-error";
+/// Count of consecutive issuance failures (beta).
+pub const ERROR_NUM_BETA: &str = "service.beta.openshift.io/serving-cert-generation-error-num";
+/// Count of consecutive issuance failures (alpha).
+pub const ERROR_NUM_ALPHA: &str = "service.alpha.openshift.io/serving-cert-generation-error-num";
+/// UID of the Service a serving Secret belongs to (beta).
+pub const ORIGINATING_UID_BETA: &str = "service.beta.openshift.io/originating-service-uid";
+/// UID of the Service a serving Secret belongs to (alpha).
+pub const ORIGINATING_UID_ALPHA: &str = "service.alpha.openshift.io/originating-service-uid";
+/// Name of the Service a serving Secret belongs to (beta).
+pub const ORIGINATING_NAME_BETA: &str = "service.beta.openshift.io/originating-service-name";
+/// Name of the Service a serving Secret belongs to (alpha).
+pub const ORIGINATING_NAME_ALPHA: &str = "service.alpha.openshift.io/originating-service-name";
+/// Leaf notAfter in RFC 3339 (beta).
+pub const EXPIRY_BETA: &str = "service.beta.openshift.io/expiry";
+/// Leaf notAfter in RFC 3339 (alpha).
+pub const EXPIRY_ALPHA: &str = "service.alpha.openshift.io/expiry";
+/// Informational owner annotation.
+pub const OWNING_COMPONENT: &str = "openshift.io/owning-component";
+/// Informational description annotation.
+pub const DESCRIPTION: &str = "openshift.io/description";
+/// Value of [`OWNING_COMPONENT`].
+pub const COMPONENT: &str = "service-ca";
+/// Request CA bundle injection (beta; every injectable kind).
+pub const INJECT_BETA: &str = "service.beta.openshift.io/inject-cabundle";
+/// Request CA bundle injection (alpha; ConfigMaps and APIServices only).
+pub const INJECT_ALPHA: &str = "service.alpha.openshift.io/inject-cabundle";
+/// Legacy ("vulnerable") injection request on ConfigMaps named [`LEGACY_CONFIGMAP_NAME`].
+pub const INJECT_LEGACY: &str = "service.alpha.openshift.io/inject-vulnerable-legacy-cabundle";
+/// The only ConfigMap name the legacy injector serves.
+pub const LEGACY_CONFIGMAP_NAME: &str = "openshift-service-ca.crt";
+/// Reason of the last forced CA rotation, recorded on the CA Secret.
+pub const FORCED_ROTATION_REASON: &str = "service-ca.operators.openshift.io/forced-rotation-reason";
+/// Requested forced-rotation reason, set by an administrator on the CA Secret (portable §16 O-3).
+pub const FORCE_ROTATION_REQUEST: &str = "service-ca.operators.openshift.io/force-rotation";
+
+/// Label put on every Secret service-ca issues, so they can be found and watched cheaply.
+pub const MANAGED_BY_LABEL: &str = "app.kubernetes.io/managed-by";
+/// Value of [`MANAGED_BY_LABEL`].
+pub const MANAGED_BY_VALUE: &str = "service-ca";
+
+/// Field manager for every write.
+pub const FIELD_MANAGER: &str = "service-ca";
+
+/// Serving Secret: certificate chain.
+pub const TLS_CRT: &str = "tls.crt";
+/// Serving Secret / CA Secret: private key.
+pub const TLS_KEY: &str = "tls.key";
+/// CA Secret: bundle after a rotation.
+pub const CA_BUNDLE_CRT: &str = "ca-bundle.crt";
+/// CA Secret: current CA cross-signed by the previous one.
+pub const INTERMEDIATE_CA_CRT: &str = "intermediate-ca.crt";
+/// Injected ConfigMap data key.
+pub const SERVICE_CA_CRT: &str = "service-ca.crt";
+/// Secret type of serving and CA Secrets.
+pub const TLS_SECRET_TYPE: &str = "kubernetes.io/tls";
+
+/// Default namespace of the CA Secret and bundle ConfigMap.
+pub const DEFAULT_NAMESPACE: &str = "openshift-service-ca";
+/// Default CA Secret name.
+pub const DEFAULT_CA_SECRET: &str = "signing-key";
+/// Default bundle ConfigMap name.
+pub const DEFAULT_BUNDLE_CONFIGMAP: &str = "signing-cabundle";
+/// Default leader-election Lease name.
+pub const DEFAULT_LEASE: &str = "service-ca-controller-lock";
+
+/// Returns the value of the first non-empty annotation among `keys`.
+pub fn first_non_empty<'a>(
+    annotations: Option<&'a std::collections::BTreeMap<String, String>>,
+    keys: &[&str],
+) -> Option<&'a str> {
+    let annotations = annotations?;
+    keys.iter()
+        .filter_map(|k| annotations.get(*k))
+        .map(String::as_str)
+        .find(|v| !v.is_empty())
+}

@@ -1,0 +1,334 @@
+//! The pure decision of the serving-certificate controller: given a Service, the Secret it asks
+//! for (if any), the current CA, the configuration and the time, what must happen (spec §7, §8).
+//!
+//! The signer's and the updater's rules are merged into one decision, so both can never disagree.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use service_ca_pki::{ReissueReason, SigningCa};
+use time::OffsetDateTime;
+
+use crate::names::{self, first_non_empty};
+
+/// What the decision needs to know about a Service.
+#[derive(Clone, Debug, Default)]
+pub struct ServiceView<'a> {
+    /// Service name.
+    pub name: &'a str,
+    /// Service namespace.
+    pub namespace: &'a str,
+    /// Service UID.
+    pub uid: &'a str,
+    /// `spec.clusterIP == "None"`.
+    pub headless: bool,
+    /// Service annotations.
+    pub annotations: Option<&'a BTreeMap<String, String>>,
+}
+
+/// What the decision needs to know about the requested Secret.
+#[derive(Clone, Debug, Default)]
+pub struct SecretView<'a> {
+    /// Secret type.
+    pub type_: Option<&'a str>,
+    /// Secret annotations.
+    pub annotations: Option<&'a BTreeMap<String, String>>,
+    /// `(apiVersion, kind, name, uid)` of each ownerReference.
+    pub owners: Vec<(&'a str, &'a str, &'a str, &'a str)>,
+    /// `data["tls.crt"]`.
+    pub tls_crt: Option<&'a [u8]>,
+    /// `data["tls.key"]`.
+    pub tls_key: Option<&'a [u8]>,
+    /// Names of data keys other than `tls.crt` and `tls.key`.
+    pub extra_keys: Vec<&'a str>,
+    /// Whether the Secret carries the managed-by label.
+    pub labelled: bool,
+}
+
+/// Settings the decision depends on.
+#[derive(Clone, Debug)]
+pub struct DecideConfig<'a> {
+    /// Cluster DNS domain.
+    pub cluster_domain: &'a str,
+    /// Renewal margin.
+    pub renew_before: Duration,
+}
+
+/// Why a Secret is being (re-)issued.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum IssueReason {
+    /// The Secret does not exist.
+    Missing,
+    /// Its certificate needs re-issuing.
+    Certificate(ReissueReason),
+    /// `tls.key` is missing or empty.
+    MissingKey,
+}
+
+impl IssueReason {
+    /// Short stable name, used in logs and Events.
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            IssueReason::Missing => "missing",
+            IssueReason::Certificate(r) => r.as_str(),
+            IssueReason::MissingKey => "missing-key",
+        }
+    }
+}
+
+/// Metadata repairs that need no new certificate.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Tidy {
+    /// Data keys to remove (spec §8.2 step 5).
+    pub remove_keys: Vec<String>,
+    /// The ownerReference to the Service is missing or stale.
+    pub owner_reference: bool,
+    /// Informational/expiry annotations or the managed-by label are missing or stale.
+    pub metadata: bool,
+}
+
+impl Tidy {
+    fn is_empty(&self) -> bool {
+        self.remove_keys.is_empty() && !self.owner_reference && !self.metadata
+    }
+}
+
+/// Why the controller refuses to write the Secret.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Refusal {
+    /// The annotation names a Secret that cannot exist.
+    InvalidSecretName(String),
+    /// A Secret with that name exists and does not belong to this Service.
+    ForeignSecret,
+    /// Our Secret has a type other than `kubernetes.io/tls` (immutable, cannot be fixed in place).
+    WrongType(String),
+}
+
+impl Refusal {
+    /// Error text written to the Service's error annotation.
+    pub fn message(&self, namespace: &str, secret: &str, uid: &str) -> String {
+        match self {
+            Refusal::InvalidSecretName(why) => {
+                format!("invalid secret name {secret:?} in annotation: {why}")
+            }
+            // Same text as the original, so existing tooling that greps for it keeps working.
+            Refusal::ForeignSecret => {
+                format!("secret {namespace}/{secret} does not have corresponding service UID {uid}")
+            }
+            Refusal::WrongType(t) => format!(
+                "secret {namespace}/{secret} has type {t:?}, not {}; delete it to let service-ca recreate it",
+                names::TLS_SECRET_TYPE
+            ),
+        }
+    }
+
+    /// Whether waiting can help (a foreign Secret may be deleted or garbage-collected); the
+    /// others need the user to change the Service or the Secret.
+    pub fn may_resolve_by_itself(&self) -> bool {
+        matches!(self, Refusal::ForeignSecret)
+    }
+}
+
+/// The outcome of [`decide`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Decision {
+    /// The Service requests no certificate.
+    NotManaged,
+    /// Issue a certificate and create or rewrite the Secret.
+    Issue(IssueReason),
+    /// The certificate is fine; fix metadata only.
+    Tidy(Tidy),
+    /// Everything is in order; look again at `renew_at`.
+    UpToDate {
+        /// When the certificate enters the renewal window.
+        renew_at: OffsetDateTime,
+    },
+    /// Do not touch the Secret; report the problem on the Service.
+    Refuse(Refusal),
+}
+
+/// The Secret name a Service requests: beta if non-empty, else alpha (spec §3.2).
+pub fn requested_secret_name<'a>(svc: &ServiceView<'a>) -> Option<&'a str> {
+    first_non_empty(
+        svc.annotations,
+        &[names::SECRET_NAME_BETA, names::SECRET_NAME_ALPHA],
+    )
+}
+
+/// Whether a secret-name annotation is present but every one of them is empty: the user asked
+/// for a certificate but named no Secret (the original silently ignores this).
+pub fn empty_request(svc: &ServiceView<'_>) -> bool {
+    let Some(a) = svc.annotations else {
+        return false;
+    };
+    let values: Vec<&String> = [names::SECRET_NAME_BETA, names::SECRET_NAME_ALPHA]
+        .iter()
+        .filter_map(|k| a.get(*k))
+        .collect();
+    !values.is_empty() && values.iter().all(|v| v.trim().is_empty())
+}
+
+/// Whether the Secret names the Service as its origin (either UID flavour).
+pub fn secret_belongs_to(secret: &SecretView<'_>, uid: &str) -> bool {
+    let Some(a) = secret.annotations else {
+        return false;
+    };
+    [names::ORIGINATING_UID_BETA, names::ORIGINATING_UID_ALPHA]
+        .iter()
+        .any(|k| a.get(*k).map(String::as_str) == Some(uid))
+}
+
+/// Validates a Secret name as a DNS-1123 subdomain, as the API server will.
+pub fn validate_secret_name(name: &str) -> Result<(), String> {
+    if name.len() > 253 {
+        return Err(format!("longer than 253 characters ({})", name.len()));
+    }
+    let ok_char = |c: char| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '.';
+    if let Some(c) = name.chars().find(|c| !ok_char(*c)) {
+        return Err(format!(
+            "character {c:?} is not allowed (lowercase letters, digits, '-' and '.' only)"
+        ));
+    }
+    for label in name.split('.') {
+        let alnum = |c: Option<char>| c.is_some_and(|c| c.is_ascii_alphanumeric());
+        if !alnum(label.chars().next()) || !alnum(label.chars().last()) {
+            return Err("each part must start and end with a letter or digit".into());
+        }
+    }
+    Ok(())
+}
+
+/// Decides what to do for one Service (spec §7.2–§7.4, §8.2, with the documented improvements:
+/// foreign Secrets are never touched, metadata of our Secrets is preserved, expiry is read from
+/// the certificate itself).
+pub fn decide(
+    svc: &ServiceView<'_>,
+    secret_name: &str,
+    secret: Option<&SecretView<'_>>,
+    ca: &SigningCa,
+    cfg: &DecideConfig<'_>,
+    now: OffsetDateTime,
+) -> Decision {
+    if let Err(why) = validate_secret_name(secret_name) {
+        return Decision::Refuse(Refusal::InvalidSecretName(why));
+    }
+    let Some(secret) = secret else {
+        return Decision::Issue(IssueReason::Missing);
+    };
+    if !secret_belongs_to(secret, svc.uid) {
+        return Decision::Refuse(Refusal::ForeignSecret);
+    }
+    let expected = service_ca_pki::serving_dns_names(
+        svc.name,
+        svc.namespace,
+        svc.headless,
+        cfg.cluster_domain,
+    );
+    let leaf = secret
+        .tls_crt
+        .and_then(|crt| service_ca_pki::parse_pem_certs(crt).ok())
+        .and_then(|certs| certs.into_iter().next());
+    let margin = leaf
+        .as_ref()
+        .map_or(cfg.renew_before, |l| effective_margin(cfg.renew_before, l));
+    let reissue = service_ca_pki::needs_reissue(secret.tls_crt, ca, &expected, margin, now);
+    let type_ = secret.type_.unwrap_or("Opaque");
+    if type_ != names::TLS_SECRET_TYPE {
+        return Decision::Refuse(Refusal::WrongType(type_.to_string()));
+    }
+    if let Some(reason) = reissue {
+        return Decision::Issue(IssueReason::Certificate(reason));
+    }
+    if secret.tls_key.is_none_or(<[u8]>::is_empty) {
+        return Decision::Issue(IssueReason::MissingKey);
+    }
+    let Some(leaf) = leaf else {
+        return Decision::Issue(IssueReason::Certificate(ReissueReason::Unparsable));
+    };
+    let tidy = Tidy {
+        remove_keys: secret.extra_keys.iter().map(|k| k.to_string()).collect(),
+        owner_reference: !secret.owners.iter().any(|(api, kind, name, uid)| {
+            *api == "v1" && *kind == "Service" && *name == svc.name && *uid == svc.uid
+        }),
+        metadata: !metadata_in_order(svc, secret, leaf.not_after),
+    };
+    if !tidy.is_empty() {
+        return Decision::Tidy(tidy);
+    }
+    Decision::UpToDate {
+        renew_at: leaf.not_after - margin,
+    }
+}
+
+/// The renewal margin for one certificate: the configured margin, but never more than half of
+/// the certificate's own lifetime. A leaf capped by a CA that expires soon (or a short-lived test
+/// configuration) is thus renewed in the second half of its life, never in a loop.
+pub fn effective_margin(renew_before: Duration, leaf: &service_ca_pki::CertInfo) -> Duration {
+    let half = Duration::try_from((leaf.not_after - leaf.not_before) / 2).unwrap_or(Duration::ZERO);
+    renew_before.min(half)
+}
+
+/// Whether the Secret's informational metadata matches what an issuance would write.
+fn metadata_in_order(
+    svc: &ServiceView<'_>,
+    secret: &SecretView<'_>,
+    not_after: OffsetDateTime,
+) -> bool {
+    let Some(a) = secret.annotations else {
+        return false;
+    };
+    let expiry = format_expiry(not_after);
+    let has = |k: &str, v: &str| a.get(k).map(String::as_str) == Some(v);
+    let non_empty = |k: &str| a.get(k).is_some_and(|v| !v.is_empty());
+    let name_key = if uses_beta_flavour(svc) {
+        names::ORIGINATING_NAME_BETA
+    } else {
+        names::ORIGINATING_NAME_ALPHA
+    };
+    secret.labelled
+        && has(names::EXPIRY_BETA, &expiry)
+        && has(names::EXPIRY_ALPHA, &expiry)
+        && has(name_key, svc.name)
+        && non_empty(names::OWNING_COMPONENT)
+        && non_empty(names::DESCRIPTION)
+}
+
+/// Beta-flavoured originating annotations when the beta secret-name key is present (spec §3.2).
+pub fn uses_beta_flavour(svc: &ServiceView<'_>) -> bool {
+    svc.annotations
+        .is_some_and(|a| a.contains_key(names::SECRET_NAME_BETA))
+}
+
+/// RFC 3339, UTC, whole seconds, `Z` suffix (spec §3.1 #13).
+pub fn format_expiry(t: OffsetDateTime) -> String {
+    let t = t.to_offset(time::UtcOffset::UTC);
+    format!(
+        "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}Z",
+        t.year(),
+        u8::from(t.month()),
+        t.day(),
+        t.hour(),
+        t.minute(),
+        t.second()
+    )
+}
+
+/// Consecutive failures recorded on the Service: beta counter if non-empty, else alpha; a
+/// non-integer counts as 0 (spec §3.2).
+pub fn failure_count(annotations: Option<&BTreeMap<String, String>>) -> u32 {
+    first_non_empty(
+        annotations,
+        &[names::ERROR_NUM_BETA, names::ERROR_NUM_ALPHA],
+    )
+    .and_then(|v| v.trim().parse().ok())
+    .unwrap_or(0)
+}
+
+/// Retry delay after `failures` consecutive failures: 5 s doubling, capped at `cap`. Unlike the
+/// original, which gives up after 10 failures, we keep retrying at the cap.
+pub fn retry_delay(failures: u32, cap: Duration) -> Duration {
+    let base = Duration::from_secs(5);
+    base.checked_mul(1u32 << failures.min(20))
+        .unwrap_or(cap)
+        .min(cap)
+}

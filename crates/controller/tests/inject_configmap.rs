@@ -1,0 +1,211 @@
+//! ConfigMap CA bundle injection against a real kube-apiserver (spec §10.1–§10.3).
+
+mod common;
+
+use std::time::Duration;
+
+use common::{controller, wait_configmap};
+use k8s_openapi::ByteString;
+use k8s_openapi::api::core::v1::{ConfigMap, Event, Secret};
+use kube::api::{DeleteParams, ListParams, ObjectMeta, Patch, PatchParams, PostParams};
+use kube::{Api, ResourceExt};
+use serde_json::json;
+use service_ca_controller::names;
+use service_ca_testing::{TestContext, eventually};
+
+fn configmap(name: &str, annotations: &[(&str, &str)]) -> ConfigMap {
+    ConfigMap {
+        metadata: ObjectMeta {
+            name: Some(name.into()),
+            annotations: Some(
+                annotations
+                    .iter()
+                    .map(|(k, v)| (k.to_string(), v.to_string()))
+                    .collect(),
+            ),
+            ..Default::default()
+        },
+        ..Default::default()
+    }
+}
+
+fn injected(cm: &ConfigMap, bundle: &str) -> bool {
+    cm.data.as_ref().is_some_and(|d| {
+        d.len() == 1 && d.get(names::SERVICE_CA_CRT).map(String::as_str) == Some(bundle)
+    })
+}
+
+fn current_bundle(running: &service_ca_controller::Running) -> String {
+    running.ca.borrow().as_ref().expect("CA").bundle_pem()
+}
+
+#[tokio::test]
+async fn configmaps_get_the_bundle_and_keep_it() {
+    let ctx = TestContext::new("inject-cm").await.unwrap();
+    let cms: Api<ConfigMap> = ctx.api();
+    // Created already annotated, before the controller starts, with data and binaryData.
+    let mut with_data = configmap("with-data", &[(names::INJECT_BETA, "true")]);
+    with_data.data = Some([("user-key".to_string(), "user value".to_string())].into());
+    with_data.binary_data = Some([("blob".to_string(), ByteString(vec![0, 1, 2]))].into());
+    cms.create(&PostParams::default(), &with_data)
+        .await
+        .unwrap();
+    cms.create(
+        &PostParams::default(),
+        &configmap("alpha-upper", &[(names::INJECT_ALPHA, "TRUE")]),
+    )
+    .await
+    .unwrap();
+    cms.create(
+        &PostParams::default(),
+        &configmap("not-selected", &[(names::INJECT_BETA, "false")]),
+    )
+    .await
+    .unwrap();
+
+    let running = controller(&ctx, |_| {}).await;
+    let bundle = current_bundle(&running);
+
+    let cm = wait_configmap(&cms, "with-data", "injected", |c| injected(c, &bundle)).await;
+    // spec §10.3: data replaced, binaryData kept.
+    assert_eq!(
+        cm.binary_data.as_ref().unwrap()["blob"],
+        ByteString(vec![0, 1, 2])
+    );
+    assert_eq!(
+        cm.annotations()
+            .get(names::OWNING_COMPONENT)
+            .map(String::as_str),
+        Some("service-ca")
+    );
+    wait_configmap(&cms, "alpha-upper", "alpha, any case", |c| {
+        injected(c, &bundle)
+    })
+    .await;
+    eventually(common::WAIT, "data replacement event", || async {
+        Api::<Event>::namespaced(ctx.client.clone(), &ctx.namespace)
+            .list(&ListParams::default())
+            .await
+            .ok()?
+            .items
+            .iter()
+            .any(|e| {
+                e.reason.as_deref() == Some("CABundleInjectionReplacedData")
+                    && e.involved_object.name.as_deref() == Some("with-data")
+                    && e.message.as_deref().is_some_and(|m| m.contains("user-key"))
+            })
+            .then_some(())
+    })
+    .await;
+
+    // Annotated later: injected.
+    cms.create(&PostParams::default(), &configmap("later", &[]))
+        .await
+        .unwrap();
+    cms.patch(
+        "later",
+        &PatchParams::default(),
+        &Patch::Merge(json!({"metadata": {"annotations": {names::INJECT_BETA: "True"}}})),
+    )
+    .await
+    .unwrap();
+    wait_configmap(&cms, "later", "annotated later", |c| injected(c, &bundle)).await;
+
+    // Edited by hand: restored.
+    cms.patch(
+        "later",
+        &PatchParams::default(),
+        &Patch::Merge(json!({"data": {names::SERVICE_CA_CRT: "tampered"}})),
+    )
+    .await
+    .unwrap();
+    wait_configmap(&cms, "later", "restored", |c| injected(c, &bundle)).await;
+
+    // Up to date: no further writes.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let writes = running.metrics.writes_of("configmap");
+    assert!(
+        writes >= 3,
+        "expected the injections to be counted, got {writes}"
+    );
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(running.metrics.writes_of("configmap"), writes);
+
+    // Not selected: untouched.
+    let untouched = cms.get("not-selected").await.unwrap();
+    assert!(untouched.data.is_none());
+
+    // Annotation removed: no further updates.
+    cms.patch(
+        "later",
+        &PatchParams::default(),
+        &Patch::Merge(json!({"metadata": {"annotations": {names::INJECT_BETA: null}}, "data": {names::SERVICE_CA_CRT: "mine now"}})),
+    )
+    .await
+    .unwrap();
+
+    // CA changes: every injected ConfigMap follows, without a restart.
+    Api::<Secret>::namespaced(ctx.client.clone(), &ctx.namespace)
+        .delete("signing-key", &DeleteParams::default())
+        .await
+        .unwrap();
+    let mut rx = running.ca.clone();
+    tokio::time::timeout(
+        common::WAIT,
+        rx.wait_for(|ca| ca.as_ref().is_some_and(|ca| ca.bundle_pem() != bundle)),
+    )
+    .await
+    .expect("new CA")
+    .unwrap();
+    let new_bundle = current_bundle(&running);
+    for name in ["with-data", "alpha-upper"] {
+        wait_configmap(&cms, name, "re-injected after CA change", |c| {
+            injected(c, &new_bundle)
+        })
+        .await;
+    }
+    let released = cms.get("later").await.unwrap();
+    assert_eq!(
+        released.data.unwrap()[names::SERVICE_CA_CRT],
+        "mine now",
+        "a ConfigMap whose annotation was removed must not be updated"
+    );
+    running.stop().await;
+}
+
+#[tokio::test]
+async fn a_thousand_configmaps() {
+    let ctx = TestContext::new("inject-many").await.unwrap();
+    let running = controller(&ctx, |_| {}).await;
+    let bundle = current_bundle(&running);
+    let cms: Api<ConfigMap> = ctx.api();
+    let started = std::time::Instant::now();
+    let creates = (0..1000).map(|i| {
+        let cms = cms.clone();
+        async move {
+            cms.create(
+                &PostParams::default(),
+                &configmap(&format!("cm-{i}"), &[(names::INJECT_BETA, "true")]),
+            )
+            .await
+            .unwrap();
+        }
+    });
+    futures::stream::iter(creates)
+        .buffer_unordered(32)
+        .collect::<Vec<_>>()
+        .await;
+    eventually(
+        Duration::from_secs(300),
+        "1000 injected ConfigMaps",
+        || async {
+            let list = cms.list(&ListParams::default()).await.ok()?;
+            (list.items.iter().filter(|c| injected(c, &bundle)).count() == 1000).then_some(())
+        },
+    )
+    .await;
+    eprintln!("1000 ConfigMaps injected in {:?}", started.elapsed());
+    running.stop().await;
+}
+
+use futures::StreamExt;

@@ -1,0 +1,661 @@
+//! Serving-certificate controller against a real kube-apiserver: one test per row of the
+//! decision tables in spec §7.4 and §8.2, plus bad input, restarts and a burst of Services.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::{WAIT, annotation, controller, data, service, wait_secret, wait_service};
+use k8s_openapi::ByteString;
+use k8s_openapi::api::core::v1::{Event, Secret, Service};
+use kube::api::{DeleteParams, ListParams, ObjectMeta, Patch, PatchParams, PostParams};
+use kube::{Api, ResourceExt};
+use serde_json::json;
+use service_ca_controller::names;
+use service_ca_testing::tls::{verify_chain, verify_key_matches};
+use service_ca_testing::{TestContext, eventually};
+
+const BETA: &str = names::SECRET_NAME_BETA;
+const ALPHA: &str = names::SECRET_NAME_ALPHA;
+
+fn pp() -> PostParams {
+    PostParams::default()
+}
+
+fn is_issued(s: &Secret) -> bool {
+    data(s, names::TLS_CRT).is_some_and(|c| !c.is_empty())
+        && data(s, names::TLS_KEY).is_some_and(|k| !k.is_empty())
+}
+
+fn leaf_serial(s: &Secret) -> String {
+    let crt = data(s, names::TLS_CRT).unwrap_or_default();
+    service_ca_pki::parse_pem_certs(&crt)
+        .ok()
+        .and_then(|c| c.first().map(|c| c.serial_hex.clone()))
+        .unwrap_or_default()
+}
+
+fn leaf_names(s: &Secret) -> Vec<String> {
+    let crt = data(s, names::TLS_CRT).unwrap_or_default();
+    service_ca_pki::parse_pem_certs(&crt)
+        .ok()
+        .and_then(|c| c.first().map(|c| c.dns_names.clone()))
+        .unwrap_or_default()
+}
+
+fn bundle(running: &service_ca_controller::Running) -> Vec<u8> {
+    running
+        .ca
+        .borrow()
+        .as_ref()
+        .expect("CA loaded")
+        .bundle_pem()
+        .into_bytes()
+}
+
+async fn events_for(ctx: &TestContext, name: &str) -> Vec<Event> {
+    Api::<Event>::namespaced(ctx.client.clone(), &ctx.namespace)
+        .list(&ListParams::default())
+        .await
+        .unwrap()
+        .items
+        .into_iter()
+        .filter(|e| e.involved_object.name.as_deref() == Some(name))
+        .collect()
+}
+
+#[tokio::test]
+async fn annotated_service_gets_a_valid_tls_secret() {
+    let ctx = TestContext::new("serving-create").await.unwrap();
+    let running = controller(&ctx, |_| {}).await;
+    let services: Api<Service> = ctx.api();
+    let secrets: Api<Secret> = ctx.api();
+    let svc = services
+        .create(&pp(), &service("api", &[(BETA, "api-tls")], false))
+        .await
+        .unwrap();
+
+    let secret = wait_secret(&secrets, "api-tls", "serving secret", is_issued).await;
+    assert_eq!(secret.type_.as_deref(), Some("kubernetes.io/tls"));
+    assert_eq!(
+        secret.data.as_ref().unwrap().keys().collect::<Vec<_>>(),
+        ["tls.crt", "tls.key"]
+    );
+    let crt = data(&secret, names::TLS_CRT).unwrap();
+    let key = data(&secret, names::TLS_KEY).unwrap();
+    let bundle = bundle(&running);
+    for name in [
+        format!("api.{}.svc", ctx.namespace),
+        format!("api.{}.svc.cluster.local", ctx.namespace),
+    ] {
+        verify_chain(&bundle, &crt, &name).unwrap();
+    }
+    assert!(verify_chain(&bundle, &crt, "other.svc").is_err());
+    verify_key_matches(&crt, &key).unwrap();
+    assert!(String::from_utf8_lossy(&key).starts_with("-----BEGIN RSA PRIVATE KEY-----"));
+
+    let meta = &secret.metadata;
+    assert_eq!(
+        annotation(meta, names::ORIGINATING_UID_BETA),
+        svc.uid().as_deref()
+    );
+    assert_eq!(annotation(meta, names::ORIGINATING_NAME_BETA), Some("api"));
+    assert_eq!(annotation(meta, names::ORIGINATING_UID_ALPHA), None);
+    assert!(annotation(meta, names::EXPIRY_BETA).is_some_and(|e| e.ends_with('Z')));
+    assert_eq!(
+        annotation(meta, names::EXPIRY_BETA),
+        annotation(meta, names::EXPIRY_ALPHA)
+    );
+    let owners = meta.owner_references.as_ref().unwrap();
+    assert_eq!(owners.len(), 1);
+    assert_eq!(
+        (owners[0].kind.as_str(), owners[0].name.as_str()),
+        ("Service", "api")
+    );
+    assert_eq!(Some(&owners[0].uid), svc.uid().as_ref());
+
+    let cn = running.ca.borrow().as_ref().unwrap().subject_cn();
+    let svc = wait_service(&services, "api", "signed-by", |s| {
+        annotation(&s.metadata, names::SIGNED_BY_BETA).is_some()
+    })
+    .await;
+    assert_eq!(
+        annotation(&svc.metadata, names::SIGNED_BY_BETA),
+        Some(cn.as_str())
+    );
+    assert_eq!(
+        annotation(&svc.metadata, names::SIGNED_BY_ALPHA),
+        Some(cn.as_str())
+    );
+    let events = events_for(&ctx, "api").await;
+    assert!(
+        events
+            .iter()
+            .any(|e| e.reason.as_deref() == Some("ServingCertIssued")),
+        "{events:?}"
+    );
+    running.stop().await;
+}
+
+#[tokio::test]
+async fn alpha_annotation_and_headless_service() {
+    let ctx = TestContext::new("serving-alpha").await.unwrap();
+    let running = controller(&ctx, |_| {}).await;
+    let services: Api<Service> = ctx.api();
+    let secrets: Api<Secret> = ctx.api();
+    services
+        .create(&pp(), &service("db", &[(ALPHA, "db-tls")], true))
+        .await
+        .unwrap();
+    let secret = wait_secret(&secrets, "db-tls", "alpha secret", is_issued).await;
+    assert!(annotation(&secret.metadata, names::ORIGINATING_UID_ALPHA).is_some());
+    assert!(annotation(&secret.metadata, names::ORIGINATING_UID_BETA).is_none());
+    let ns = &ctx.namespace;
+    let mut expected = vec![
+        format!("*.db.{ns}.svc"),
+        format!("*.db.{ns}.svc.cluster.local"),
+        format!("db.{ns}.svc"),
+        format!("db.{ns}.svc.cluster.local"),
+    ];
+    expected.sort();
+    let mut got = leaf_names(&secret);
+    got.sort();
+    assert_eq!(got, expected);
+    let crt = data(&secret, names::TLS_CRT).unwrap();
+    verify_chain(&bundle(&running), &crt, &format!("pod-0.db.{ns}.svc")).unwrap();
+    running.stop().await;
+}
+
+#[tokio::test]
+async fn valid_secret_causes_no_writes_even_after_restart() {
+    let ctx = TestContext::new("serving-idle").await.unwrap();
+    let running = controller(&ctx, |_| {}).await;
+    let services: Api<Service> = ctx.api();
+    let secrets: Api<Secret> = ctx.api();
+    for i in 0..3 {
+        services
+            .create(
+                &pp(),
+                &service(&format!("s{i}"), &[(BETA, &format!("s{i}-tls"))], false),
+            )
+            .await
+            .unwrap();
+    }
+    for i in 0..3 {
+        wait_secret(&secrets, &format!("s{i}-tls"), "secret", is_issued).await;
+        wait_service(&services, &format!("s{i}"), "signed-by", |s| {
+            annotation(&s.metadata, names::SIGNED_BY_BETA).is_some()
+        })
+        .await;
+    }
+    let before: Vec<String> = secrets
+        .list(&ListParams::default().labels("app.kubernetes.io/managed-by=service-ca"))
+        .await
+        .unwrap()
+        .items
+        .iter()
+        .map(|s| s.resource_version().unwrap())
+        .collect();
+    running.stop().await;
+
+    // A fresh controller looks at every Service again and must find nothing to do.
+    let running = controller(&ctx, |_| {}).await;
+    eventually(WAIT, "three reconciles after restart", || async {
+        let text = running.metrics.encode();
+        let reconciled = text
+            .lines()
+            .find(|l| l.starts_with("service_ca_reconciles_total{controller=\"serving\"}"))
+            .and_then(|l| l.rsplit(' ').next())
+            .and_then(|v| v.parse::<u64>().ok())
+            .unwrap_or(0);
+        (reconciled >= 3).then_some(())
+    })
+    .await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert_eq!(running.metrics.writes_of("serving"), 0);
+    assert_eq!(running.metrics.issued_total(), 0);
+    let after: Vec<String> = secrets
+        .list(&ListParams::default().labels("app.kubernetes.io/managed-by=service-ca"))
+        .await
+        .unwrap()
+        .items
+        .iter()
+        .map(|s| s.resource_version().unwrap())
+        .collect();
+    assert_eq!(before, after);
+    running.stop().await;
+}
+
+#[tokio::test]
+async fn foreign_secret_is_never_touched_and_reported() {
+    let ctx = TestContext::new("serving-foreign").await.unwrap();
+    let running = controller(&ctx, |_| {}).await;
+    let services: Api<Service> = ctx.api();
+    let secrets: Api<Secret> = ctx.api();
+    let foreign = Secret {
+        metadata: ObjectMeta {
+            name: Some("taken".into()),
+            ..Default::default()
+        },
+        data: Some([("user".to_string(), ByteString(b"precious".to_vec()))].into()),
+        ..Default::default()
+    };
+    let foreign = secrets.create(&pp(), &foreign).await.unwrap();
+    services
+        .create(&pp(), &service("web", &[(BETA, "taken")], false))
+        .await
+        .unwrap();
+    let svc = wait_service(&services, "web", "error annotation", |s| {
+        annotation(&s.metadata, names::ERROR_BETA).is_some()
+    })
+    .await;
+    let error = annotation(&svc.metadata, names::ERROR_BETA).unwrap();
+    assert!(
+        error.contains("does not have corresponding service UID"),
+        "{error}"
+    );
+    assert_eq!(annotation(&svc.metadata, names::ERROR_ALPHA), Some(error));
+    assert_eq!(annotation(&svc.metadata, names::ERROR_NUM_BETA), Some("1"));
+    let live = secrets.get("taken").await.unwrap();
+    assert_eq!(live.resource_version(), foreign.resource_version());
+    assert_eq!(data(&live, "user").as_deref(), Some(&b"precious"[..]));
+    eventually(WAIT, "ServingCertFailed event", || async {
+        events_for(&ctx, "web")
+            .await
+            .iter()
+            .any(|e| e.reason.as_deref() == Some("ServingCertFailed"))
+            .then_some(())
+    })
+    .await;
+
+    // No hot loop: the failure is retried with back-off, not on our own writes.
+    let writes = running.metrics.writes_of("serving");
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert!(
+        running.metrics.writes_of("serving") <= writes + 1,
+        "writes went from {writes} to {}",
+        running.metrics.writes_of("serving")
+    );
+
+    // When the conflicting Secret goes away, the Service gets its Secret at once.
+    let deleted_at = Instant::now();
+    secrets
+        .delete("taken", &DeleteParams::default())
+        .await
+        .unwrap();
+    wait_secret(
+        &secrets,
+        "taken",
+        "issued after conflict resolved",
+        is_issued,
+    )
+    .await;
+    assert!(deleted_at.elapsed() < Duration::from_secs(20));
+    let svc = wait_service(&services, "web", "errors cleared", |s| {
+        annotation(&s.metadata, names::ERROR_BETA).is_none()
+            && annotation(&s.metadata, names::SIGNED_BY_BETA).is_some()
+    })
+    .await;
+    assert_eq!(annotation(&svc.metadata, names::ERROR_NUM_BETA), None);
+    running.stop().await;
+}
+
+#[tokio::test]
+async fn bad_input_is_reported_without_a_hot_loop() {
+    let ctx = TestContext::new("serving-bad").await.unwrap();
+    let running = controller(&ctx, |_| {}).await;
+    let services: Api<Service> = ctx.api();
+    let secrets: Api<Secret> = ctx.api();
+    services
+        .create(
+            &pp(),
+            &service("bad-name", &[(BETA, "invalid-${SECRET_NAME}")], false),
+        )
+        .await
+        .unwrap();
+    services
+        .create(&pp(), &service("empty", &[(BETA, "")], false))
+        .await
+        .unwrap();
+    // Our own Secret (right UID annotation) but with a type that cannot hold a certificate.
+    let svc = services
+        .create(&pp(), &service("typed", &[(BETA, "typed-tls")], false))
+        .await
+        .unwrap();
+    let _ = svc;
+    for name in ["bad-name", "empty"] {
+        let svc = wait_service(&services, name, "error annotation", |s| {
+            annotation(&s.metadata, names::ERROR_BETA).is_some()
+        })
+        .await;
+        let error = annotation(&svc.metadata, names::ERROR_BETA).unwrap();
+        assert!(error.contains("secret name"), "{name}: {error}");
+    }
+    let writes = running.metrics.writes_of("serving");
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(
+        running.metrics.writes_of("serving"),
+        writes,
+        "hot loop on bad input"
+    );
+
+    // Wrong type: replace our issued Secret by an Opaque one carrying our UID annotation.
+    wait_secret(&secrets, "typed-tls", "typed secret", is_issued).await;
+    let uid = services.get("typed").await.unwrap().uid().unwrap();
+    secrets
+        .delete("typed-tls", &DeleteParams::default())
+        .await
+        .unwrap();
+    let opaque = Secret {
+        metadata: ObjectMeta {
+            name: Some("typed-tls".into()),
+            annotations: Some([(names::ORIGINATING_UID_BETA.to_string(), uid)].into()),
+            ..Default::default()
+        },
+        type_: Some("Opaque".into()),
+        data: Some([("tls.crt".to_string(), ByteString(b"garbage".to_vec()))].into()),
+        ..Default::default()
+    };
+    // The controller may re-create the Secret between our delete and create; retry once then.
+    if secrets.create(&pp(), &opaque).await.is_err() {
+        secrets
+            .delete("typed-tls", &DeleteParams::default())
+            .await
+            .unwrap();
+        eventually(WAIT, "opaque secret created", || async {
+            secrets.create(&pp(), &opaque).await.ok().map(|_| ())
+        })
+        .await;
+    }
+    let svc = wait_service(&services, "typed", "wrong-type error", |s| {
+        annotation(&s.metadata, names::ERROR_BETA).is_some_and(|e| e.contains("type"))
+    })
+    .await;
+    assert!(
+        annotation(&svc.metadata, names::ERROR_BETA)
+            .unwrap()
+            .contains("Opaque")
+    );
+    assert_eq!(
+        secrets.get("typed-tls").await.unwrap().type_.as_deref(),
+        Some("Opaque")
+    );
+    running.stop().await;
+}
+
+#[tokio::test]
+async fn damaged_secrets_are_repaired() {
+    let ctx = TestContext::new("serving-repair").await.unwrap();
+    let running = controller(&ctx, |_| {}).await;
+    let services: Api<Service> = ctx.api();
+    let secrets: Api<Secret> = ctx.api();
+    services
+        .create(&pp(), &service("app", &[(BETA, "app-tls")], false))
+        .await
+        .unwrap();
+    let first = wait_secret(&secrets, "app-tls", "issued", is_issued).await;
+    let serial = leaf_serial(&first);
+    let pp_merge = PatchParams::default();
+
+    // Extra data keys are removed; the certificate is kept.
+    secrets
+        .patch(
+            "app-tls",
+            &pp_merge,
+            &Patch::Merge(
+                json!({"data": {"extra": "eA=="}, "metadata": {"labels": {"mine": "yes"}}}),
+            ),
+        )
+        .await
+        .unwrap();
+    let tidy = wait_secret(&secrets, "app-tls", "extra key removed", |s| {
+        data(s, "extra").is_none()
+    })
+    .await;
+    assert_eq!(leaf_serial(&tidy), serial);
+    assert_eq!(tidy.labels().get("mine").map(String::as_str), Some("yes"));
+
+    // Corrupt tls.crt: re-issued, metadata others wrote is kept.
+    secrets
+        .patch(
+            "app-tls",
+            &pp_merge,
+            &Patch::Merge(json!({"data": {"tls.crt": "bm90IGEgY2VydA=="}})),
+        )
+        .await
+        .unwrap();
+    let fixed = wait_secret(&secrets, "app-tls", "corrupt cert re-issued", |s| {
+        !leaf_serial(s).is_empty() && leaf_serial(s) != serial
+    })
+    .await;
+    assert_eq!(fixed.labels().get("mine").map(String::as_str), Some("yes"));
+    verify_key_matches(
+        &data(&fixed, names::TLS_CRT).unwrap(),
+        &data(&fixed, names::TLS_KEY).unwrap(),
+    )
+    .unwrap();
+    let serial = leaf_serial(&fixed);
+
+    // Missing tls.key: re-issued with a new key.
+    secrets
+        .patch(
+            "app-tls",
+            &pp_merge,
+            &Patch::Merge(json!({"data": {"tls.key": null}})),
+        )
+        .await
+        .unwrap();
+    let rekeyed = wait_secret(&secrets, "app-tls", "missing key re-issued", |s| {
+        data(s, names::TLS_KEY).is_some() && leaf_serial(s) != serial
+    })
+    .await;
+    verify_key_matches(
+        &data(&rekeyed, names::TLS_CRT).unwrap(),
+        &data(&rekeyed, names::TLS_KEY).unwrap(),
+    )
+    .unwrap();
+
+    // Deleted by the user: re-issued within seconds, with a new key.
+    let old_key = data(&rekeyed, names::TLS_KEY).unwrap();
+    secrets
+        .delete("app-tls", &DeleteParams::default())
+        .await
+        .unwrap();
+    let started = Instant::now();
+    let reissued = wait_secret(&secrets, "app-tls", "re-issued after delete", |s| {
+        is_issued(s) && data(s, names::TLS_KEY).unwrap() != old_key
+    })
+    .await;
+    assert!(started.elapsed() < Duration::from_secs(20));
+    assert!(
+        verify_chain(
+            &bundle(&running),
+            &data(&reissued, names::TLS_CRT).unwrap(),
+            &format!("app.{}.svc", ctx.namespace)
+        )
+        .is_ok()
+    );
+
+    // Service deleted: the Secret is garbage-collected through its ownerReference.
+    services
+        .delete("app", &DeleteParams::default())
+        .await
+        .unwrap();
+    eventually(WAIT, "secret garbage-collected", || async {
+        secrets
+            .get_opt("app-tls")
+            .await
+            .unwrap()
+            .is_none()
+            .then_some(())
+    })
+    .await;
+    running.stop().await;
+}
+
+#[tokio::test]
+async fn service_turning_headless_is_reissued() {
+    let ctx = TestContext::new("serving-headless").await.unwrap();
+    let running = controller(&ctx, |_| {}).await;
+    let services: Api<Service> = ctx.api();
+    let secrets: Api<Secret> = ctx.api();
+    services
+        .create(&pp(), &service("flip", &[(BETA, "flip-tls")], false))
+        .await
+        .unwrap();
+    let secret = wait_secret(&secrets, "flip-tls", "issued", is_issued).await;
+    assert_eq!(leaf_names(&secret).len(), 2);
+
+    // clusterIP is immutable; going through ExternalName is the API's way to make it headless.
+    let pp_merge = PatchParams::default();
+    services
+        .patch(
+            "flip",
+            &pp_merge,
+            &Patch::Merge(json!({"spec": {"type": "ExternalName", "externalName": "example.com", "clusterIP": null, "clusterIPs": null, "selector": null}})),
+        )
+        .await
+        .unwrap();
+    services
+        .patch(
+            "flip",
+            &pp_merge,
+            &Patch::Merge(json!({"spec": {"type": "ClusterIP", "externalName": null, "clusterIP": "None", "selector": {"app": "flip"}}})),
+        )
+        .await
+        .unwrap();
+    let secret = wait_secret(&secrets, "flip-tls", "headless SANs", |s| {
+        leaf_names(s).len() == 4
+    })
+    .await;
+    assert!(leaf_names(&secret)[0].starts_with("*."));
+    running.stop().await;
+}
+
+#[tokio::test]
+async fn near_expiry_is_renewed() {
+    let ctx = TestContext::new("serving-expiry").await.unwrap();
+    // Leaves live 16 s; the 1 h margin is capped at half their life: renewal after ~8 s.
+    let running = controller(&ctx, |cfg| {
+        cfg.leaf_lifetime = Duration::from_secs(16);
+        cfg.renew_before = Duration::from_secs(3600);
+    })
+    .await;
+    let services: Api<Service> = ctx.api();
+    let secrets: Api<Secret> = ctx.api();
+    services
+        .create(&pp(), &service("short", &[(BETA, "short-tls")], false))
+        .await
+        .unwrap();
+    let first = wait_secret(&secrets, "short-tls", "issued", is_issued).await;
+    let serial = leaf_serial(&first);
+    let renewed = wait_secret(&secrets, "short-tls", "renewed", |s| {
+        is_issued(s) && leaf_serial(s) != serial
+    })
+    .await;
+    let events = events_for(&ctx, "short").await;
+    assert!(
+        events
+            .iter()
+            .any(|e| e.reason.as_deref() == Some("ServingCertRenewed")),
+        "{events:?}"
+    );
+    let _ = renewed;
+    running.stop().await;
+}
+
+#[tokio::test]
+async fn ca_change_reissues_every_secret() {
+    let ctx = TestContext::new("serving-ca").await.unwrap();
+    let running = controller(&ctx, |_| {}).await;
+    let services: Api<Service> = ctx.api();
+    let secrets: Api<Secret> = ctx.api();
+    for i in 0..3 {
+        services
+            .create(
+                &pp(),
+                &service(&format!("c{i}"), &[(BETA, &format!("c{i}-tls"))], false),
+            )
+            .await
+            .unwrap();
+    }
+    let old_bundle = bundle(&running);
+    for i in 0..3 {
+        wait_secret(&secrets, &format!("c{i}-tls"), "issued", is_issued).await;
+    }
+    // Manual rotation: deleting the CA Secret creates a brand-new CA.
+    secrets
+        .delete("signing-key", &DeleteParams::default())
+        .await
+        .unwrap();
+    let mut ca_rx = running.ca.clone();
+    tokio::time::timeout(
+        WAIT,
+        ca_rx.wait_for(|ca| {
+            ca.as_ref()
+                .is_some_and(|ca| ca.bundle_pem().into_bytes() != old_bundle)
+        }),
+    )
+    .await
+    .expect("new CA in time")
+    .unwrap();
+    let new_bundle = bundle(&running);
+    for i in 0..3 {
+        let name = format!("c{i}.{}.svc", ctx.namespace);
+        let secret = wait_secret(
+            &secrets,
+            &format!("c{i}-tls"),
+            "re-issued under new CA",
+            |s| {
+                data(s, names::TLS_CRT)
+                    .is_some_and(|crt| verify_chain(&new_bundle, &crt, &name).is_ok())
+            },
+        )
+        .await;
+        assert!(verify_chain(&old_bundle, &data(&secret, names::TLS_CRT).unwrap(), &name).is_err());
+    }
+    running.stop().await;
+}
+
+#[tokio::test]
+async fn two_hundred_services_at_once() {
+    let ctx = TestContext::new("serving-burst").await.unwrap();
+    let running = controller(&ctx, |cfg| cfg.key_pool_size = 32).await;
+    let services: Api<Service> = ctx.api();
+    let secrets: Api<Secret> = ctx.api();
+    let started = Instant::now();
+    let creates = (0..200).map(|i| {
+        let services = services.clone();
+        async move {
+            services
+                .create(
+                    &pp(),
+                    &service(&format!("b{i}"), &[(BETA, &format!("b{i}-tls"))], false),
+                )
+                .await
+                .unwrap();
+        }
+    });
+    futures::future::join_all(creates).await;
+    let bundle = bundle(&running);
+    let all = eventually(Duration::from_secs(300), "200 secrets", || async {
+        let list = secrets
+            .list(&ListParams::default().labels("app.kubernetes.io/managed-by=service-ca"))
+            .await
+            .ok()?;
+        (list.items.iter().filter(|s| is_issued(s)).count() == 200).then_some(list.items)
+    })
+    .await;
+    let took = started.elapsed();
+    for secret in &all {
+        let svc = secret.name_any().trim_end_matches("-tls").to_string();
+        verify_chain(
+            &bundle,
+            &data(secret, names::TLS_CRT).unwrap(),
+            &format!("{svc}.{}.svc", ctx.namespace),
+        )
+        .unwrap();
+    }
+    eprintln!("200 services: all secrets issued and verified in {took:?}");
+    running.stop().await;
+}
