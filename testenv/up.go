@@ -179,7 +179,7 @@ func freePort() (int, error) {
 func startEtcd(dir string, p ports) (*embed.Etcd, error) {
 	cfg := embed.NewConfig()
 	cfg.Dir = dir
-	cfg.LogLevel = "error"
+	cfg.LogLevel = "fatal"   // shutdown logs "errors" for closed listeners; failures surface via Err()
 	cfg.UnsafeNoFsync = true // test data: a clean shutdown is enough, the OS keeps the pages
 	client := url.URL{Scheme: "http", Host: fmt.Sprintf("127.0.0.1:%d", p.EtcdClient)}
 	peer := url.URL{Scheme: "http", Host: fmt.Sprintf("127.0.0.1:%d", p.EtcdPeer)}

@@ -317,12 +317,6 @@ async fn bad_input_is_reported_without_a_hot_loop() {
         .create(&pp(), &service("empty", &[(BETA, "")], false))
         .await
         .unwrap();
-    // Our own Secret (right UID annotation) but with a type that cannot hold a certificate.
-    let svc = services
-        .create(&pp(), &service("typed", &[(BETA, "typed-tls")], false))
-        .await
-        .unwrap();
-    let _ = svc;
     for name in ["bad-name", "empty"] {
         let svc = wait_service(&services, name, "error annotation", |s| {
             annotation(&s.metadata, names::ERROR_BETA).is_some()
@@ -340,6 +334,10 @@ async fn bad_input_is_reported_without_a_hot_loop() {
     );
 
     // Wrong type: replace our issued Secret by an Opaque one carrying our UID annotation.
+    services
+        .create(&pp(), &service("typed", &[(BETA, "typed-tls")], false))
+        .await
+        .unwrap();
     wait_secret(&secrets, "typed-tls", "typed secret", is_issued).await;
     let uid = services.get("typed").await.unwrap().uid().unwrap();
     secrets
@@ -436,17 +434,17 @@ async fn damaged_secrets_are_repaired() {
     .unwrap();
     let serial = leaf_serial(&fixed);
 
-    // Missing tls.key: re-issued with a new key.
+    // Empty tls.key (the API refuses a kubernetes.io/tls Secret without the key): re-issued.
     secrets
         .patch(
             "app-tls",
             &pp_merge,
-            &Patch::Merge(json!({"data": {"tls.key": null}})),
+            &Patch::Merge(json!({"data": {"tls.key": ""}})),
         )
         .await
         .unwrap();
     let rekeyed = wait_secret(&secrets, "app-tls", "missing key re-issued", |s| {
-        data(s, names::TLS_KEY).is_some() && leaf_serial(s) != serial
+        data(s, names::TLS_KEY).is_some_and(|k| !k.is_empty()) && leaf_serial(s) != serial
     })
     .await;
     verify_key_matches(

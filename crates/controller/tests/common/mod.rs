@@ -45,7 +45,7 @@ pub async fn service_account_client(ctx: &TestContext) -> kube::Client {
         } else {
             value["metadata"]["namespace"] = json!(ns);
         }
-        if let Some(subjects) = value["subjects"].as_array_mut() {
+        if let Some(subjects) = value.get_mut("subjects").and_then(|s| s.as_array_mut()) {
             for subject in subjects {
                 subject["namespace"] = json!(ns);
             }
