@@ -103,7 +103,7 @@ async fn a_ca_made_by_openssl_is_adopted_and_used() {
             "rsa:2048",
             "-nodes",
             "-days",
-            "30",
+            "1000",
             "-subj",
             "/CN=my-own-ca",
         ])
@@ -163,9 +163,20 @@ async fn a_ca_made_by_openssl_is_adopted_and_used() {
         &format!("web.{}.svc", ctx.namespace),
     )
     .unwrap();
-    // The adopted CA Secret is left exactly as it was.
+    // The adopted CA Secret is left exactly as it was (1000 days left: no rotation due).
     let ca = secrets.get("signing-key").await.unwrap();
-    assert_eq!(data(&ca, "tls.key").unwrap(), key);
+    assert!(
+        data(&ca, "tls.key").unwrap() == key,
+        "adopted CA key was rewritten: {:?} {:?}",
+        ca.metadata.annotations,
+        ca.data
+            .as_ref()
+            .map(|d| d.keys().cloned().collect::<Vec<_>>())
+    );
+    assert!(
+        data(&ca, "tls.crt").unwrap() == crt,
+        "adopted CA certificate was rewritten"
+    );
     running.stop().await;
 }
 
