@@ -288,3 +288,56 @@ pub fn spawn_all(
     ));
     tasks.spawn(run::<ValidatingWebhookConfiguration>(ctx, cfg, shutdown()));
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use k8s_openapi::api::admissionregistration::v1::ValidatingWebhookConfiguration;
+    use k8s_openapi::api::core::v1::ConfigMap;
+
+    fn meta(pairs: &[(&str, &str)]) -> kube::api::ObjectMeta {
+        kube::api::ObjectMeta {
+            annotations: Some(
+                pairs
+                    .iter()
+                    .map(|(k, v)| (k.to_string(), v.to_string()))
+                    .collect(),
+            ),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn selection_rules() {
+        assert!(selected::<ConfigMap>(&meta(&[(
+            names::INJECT_BETA,
+            "true"
+        )])));
+        assert!(selected::<ConfigMap>(&meta(&[(
+            names::INJECT_BETA,
+            "TRUE"
+        )])));
+        assert!(selected::<ConfigMap>(&meta(&[(
+            names::INJECT_ALPHA,
+            "True"
+        )])));
+        assert!(!selected::<ConfigMap>(&meta(&[(
+            names::INJECT_BETA,
+            "false"
+        )])));
+        assert!(!selected::<ConfigMap>(&meta(&[(
+            names::INJECT_BETA,
+            "yes"
+        )])));
+        assert!(!selected::<ConfigMap>(&meta(&[])));
+        // CRDs and webhook configurations accept only the beta key.
+        assert!(selected::<ValidatingWebhookConfiguration>(&meta(&[(
+            names::INJECT_BETA,
+            "true"
+        )])));
+        assert!(!selected::<ValidatingWebhookConfiguration>(&meta(&[(
+            names::INJECT_ALPHA,
+            "true"
+        )])));
+    }
+}

@@ -195,3 +195,125 @@ impl Target for ValidatingWebhookConfiguration {
         )
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const BUNDLE: &str = "-----BEGIN CERTIFICATE-----\nQUJD\n-----END CERTIFICATE-----\n";
+
+    fn from(v: Value) -> ConfigMap {
+        serde_json::from_value(v).unwrap()
+    }
+
+    #[test]
+    fn configmap_data_is_replaced_and_binary_data_kept() {
+        let cm = from(json!({"metadata": {"name": "c", "resourceVersion": "7"},
+            "data": {"a": "1", names::SERVICE_CA_CRT: "old"}, "binaryData": {"b": "AA=="}}));
+        let Outcome::Patch {
+            body,
+            removed_data_keys,
+        } = cm.injection(BUNDLE)
+        else {
+            panic!("expected a patch")
+        };
+        assert_eq!(removed_data_keys, ["a"]);
+        assert_eq!(
+            body["data"],
+            json!({"a": null, names::SERVICE_CA_CRT: BUNDLE})
+        );
+        assert_eq!(body["metadata"]["resourceVersion"], "7");
+        assert!(body.get("binaryData").is_none());
+        assert_eq!(
+            body["metadata"]["annotations"][names::OWNING_COMPONENT],
+            "service-ca"
+        );
+
+        let done = from(
+            json!({"metadata": {"name": "c"}, "data": {names::SERVICE_CA_CRT: BUNDLE}, "binaryData": {"b": "AA=="}}),
+        );
+        assert_eq!(done.injection(BUNDLE), Outcome::UpToDate);
+        let extra = from(
+            json!({"metadata": {"name": "c"}, "data": {names::SERVICE_CA_CRT: BUNDLE, "x": "y"}}),
+        );
+        assert!(matches!(extra.injection(BUNDLE), Outcome::Patch { .. }));
+        let immutable = from(json!({"metadata": {"name": "c"}, "immutable": true}));
+        assert!(matches!(immutable.injection(BUNDLE), Outcome::Skip(_)));
+        // An owning-component someone else set is kept.
+        let owned = from(
+            json!({"metadata": {"name": "c", "annotations": {names::OWNING_COMPONENT: "me"}}}),
+        );
+        let Outcome::Patch { body, .. } = owned.injection(BUNDLE) else {
+            panic!()
+        };
+        assert!(body["metadata"].get("annotations").is_none());
+    }
+
+    #[test]
+    fn crd_only_with_webhook_conversion() {
+        let crd = |conversion: Value| -> CustomResourceDefinition {
+            serde_json::from_value(json!({"metadata": {"name": "x.y"}, "spec": {
+                "group": "y", "names": {"plural": "x", "kind": "X"}, "scope": "Namespaced", "versions": [],
+                "conversion": conversion}}))
+            .unwrap()
+        };
+        assert!(matches!(
+            crd(json!({"strategy": "None"})).injection(BUNDLE),
+            Outcome::Skip(_)
+        ));
+        let webhook = crd(
+            json!({"strategy": "Webhook", "webhook": {"conversionReviewVersions": ["v1"], "clientConfig": {"url": "https://x"}}}),
+        );
+        let Outcome::Patch { body, .. } = webhook.injection(BUNDLE) else {
+            panic!()
+        };
+        assert_eq!(
+            body["spec"]["conversion"]["webhook"]["clientConfig"]["caBundle"],
+            b64(BUNDLE)
+        );
+    }
+
+    #[test]
+    fn every_webhook_gets_the_bundle() {
+        let hook = |ca: Option<&str>| {
+            let mut cc = json!({"url": "https://x"});
+            if let Some(ca) = ca {
+                cc["caBundle"] = b64(ca);
+            }
+            json!({"name": "a.b", "clientConfig": cc, "sideEffects": "None", "admissionReviewVersions": ["v1"]})
+        };
+        let cfg: ValidatingWebhookConfiguration = serde_json::from_value(json!({
+            "metadata": {"name": "v", "resourceVersion": "3"},
+            "webhooks": [hook(Some(BUNDLE)), hook(None)]}))
+        .unwrap();
+        let Outcome::Patch { body, .. } = cfg.injection(BUNDLE) else {
+            panic!()
+        };
+        let hooks = body["webhooks"].as_array().unwrap();
+        assert_eq!(hooks.len(), 2);
+        assert!(
+            hooks
+                .iter()
+                .all(|h| h["clientConfig"]["caBundle"] == b64(BUNDLE))
+        );
+        assert!(
+            hooks
+                .iter()
+                .all(|h| h["clientConfig"]["url"] == "https://x")
+        );
+        let done: MutatingWebhookConfiguration = serde_json::from_value(json!({
+            "metadata": {"name": "m"}, "webhooks": [hook(Some(BUNDLE))]}))
+        .unwrap();
+        assert_eq!(done.injection(BUNDLE), Outcome::UpToDate);
+        let empty: MutatingWebhookConfiguration =
+            serde_json::from_value(json!({"metadata": {"name": "m"}})).unwrap();
+        assert!(matches!(empty.injection(BUNDLE), Outcome::Skip(_)));
+    }
+
+    #[test]
+    fn local_apiservice_is_skipped() {
+        let local: APIService = serde_json::from_value(json!({"metadata": {"name": "v1.x"},
+            "spec": {"group": "x", "version": "v1", "groupPriorityMinimum": 1, "versionPriority": 1}})).unwrap();
+        assert!(matches!(local.injection(BUNDLE), Outcome::Skip(_)));
+    }
+}

@@ -332,3 +332,435 @@ pub fn retry_delay(failures: u32, cap: Duration) -> Duration {
         .unwrap_or(cap)
         .min(cap)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use service_ca_pki::{CaConfig, ChainOrder, KeyAlgorithm, ServingRequest};
+    use time::macros::datetime;
+
+    const NOW: OffsetDateTime = datetime!(2026-11-29 12:00 UTC);
+    const UID: &str = "6f1c1d2e-0000-4000-8000-000000000001";
+    const DAY: Duration = Duration::from_secs(86400);
+
+    struct Fixture {
+        ca: SigningCa,
+        other_ca: SigningCa,
+        crt: String,
+        key: String,
+        other_crt: String,
+        annotations: BTreeMap<String, String>,
+        svc_annotations: BTreeMap<String, String>,
+    }
+
+    fn issue(ca: &SigningCa, headless: bool, lifetime: Duration) -> (String, String) {
+        let key = service_ca_pki::generate_key(KeyAlgorithm::EcdsaP256).unwrap();
+        let issued = service_ca_pki::issue_serving(
+            ca,
+            &ServingRequest {
+                service: "api",
+                namespace: "shop",
+                uid: UID,
+                headless,
+                cluster_domain: "cluster.local",
+                lifetime,
+                chain_order: ChainOrder::Portable,
+            },
+            key,
+            NOW,
+        )
+        .unwrap();
+        (issued.cert_chain_pem, issued.key_pem)
+    }
+
+    fn fixture() -> Fixture {
+        let cfg = CaConfig {
+            key_algorithm: KeyAlgorithm::EcdsaP256,
+            ..CaConfig::default()
+        };
+        let ca = SigningCa::create(&cfg, NOW).unwrap();
+        let other_ca = SigningCa::create(&cfg, NOW).unwrap();
+        let (crt, key) = issue(&ca, false, 730 * DAY);
+        let (other_crt, _) = issue(&other_ca, false, 730 * DAY);
+        let not_after = service_ca_pki::parse_pem_certs(crt.as_bytes()).unwrap()[0].not_after;
+        let annotations = [
+            (names::ORIGINATING_UID_BETA, UID.to_string()),
+            (names::ORIGINATING_NAME_BETA, "api".to_string()),
+            (names::EXPIRY_BETA, format_expiry(not_after)),
+            (names::EXPIRY_ALPHA, format_expiry(not_after)),
+            (names::OWNING_COMPONENT, "service-ca".to_string()),
+            (names::DESCRIPTION, "x".to_string()),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v))
+        .collect();
+        let svc_annotations = [(names::SECRET_NAME_BETA.to_string(), "api-tls".to_string())].into();
+        Fixture {
+            ca,
+            other_ca,
+            crt,
+            key,
+            other_crt,
+            annotations,
+            svc_annotations,
+        }
+    }
+
+    fn good<'a>(f: &'a Fixture) -> SecretView<'a> {
+        SecretView {
+            type_: Some(names::TLS_SECRET_TYPE),
+            annotations: Some(&f.annotations),
+            owners: vec![("v1", "Service", "api", UID)],
+            tls_crt: Some(f.crt.as_bytes()),
+            tls_key: Some(f.key.as_bytes()),
+            extra_keys: vec![],
+            labelled: true,
+        }
+    }
+
+    fn run(
+        f: &Fixture,
+        secret: Option<&SecretView<'_>>,
+        headless: bool,
+        name: &str,
+        now: OffsetDateTime,
+    ) -> Decision {
+        let svc = ServiceView {
+            name: "api",
+            namespace: "shop",
+            uid: UID,
+            headless,
+            annotations: Some(&f.svc_annotations),
+        };
+        let cfg = DecideConfig {
+            cluster_domain: "cluster.local",
+            renew_before: 30 * DAY,
+        };
+        decide(&svc, name, secret, &f.ca, &cfg, now)
+    }
+
+    #[test]
+    fn decision_table() {
+        let f = fixture();
+        let other_uid: BTreeMap<String, String> = [(
+            names::ORIGINATING_UID_BETA.to_string(),
+            "someone-else".to_string(),
+        )]
+        .into();
+        let alpha_uid: BTreeMap<String, String> = f
+            .annotations
+            .iter()
+            .map(|(k, v)| {
+                let k = if k == names::ORIGINATING_UID_BETA {
+                    names::ORIGINATING_UID_ALPHA
+                } else {
+                    k
+                };
+                (k.to_string(), v.clone())
+            })
+            .collect();
+        let garbage = b"-----BEGIN CERTIFICATE-----\nbm90\n-----END CERTIFICATE-----\n";
+        let not_after = service_ca_pki::parse_pem_certs(f.crt.as_bytes()).unwrap()[0].not_after;
+        let cert = |r| Decision::Issue(IssueReason::Certificate(r));
+        let rows: Vec<(
+            &str,
+            Option<SecretView<'_>>,
+            bool,
+            &str,
+            OffsetDateTime,
+            Decision,
+        )> = vec![
+            (
+                "secret absent",
+                None,
+                false,
+                "api-tls",
+                NOW,
+                Decision::Issue(IssueReason::Missing),
+            ),
+            (
+                "invalid name",
+                None,
+                false,
+                "invalid-${X}",
+                NOW,
+                Decision::Refuse(Refusal::InvalidSecretName(
+                    "character '$' is not allowed (lowercase letters, digits, '-' and '.' only)"
+                        .into(),
+                )),
+            ),
+            (
+                "user-made secret",
+                Some(SecretView {
+                    annotations: None,
+                    ..good(&f)
+                }),
+                false,
+                "api-tls",
+                NOW,
+                Decision::Refuse(Refusal::ForeignSecret),
+            ),
+            (
+                "another service's secret",
+                Some(SecretView {
+                    annotations: Some(&other_uid),
+                    ..good(&f)
+                }),
+                false,
+                "api-tls",
+                NOW,
+                Decision::Refuse(Refusal::ForeignSecret),
+            ),
+            (
+                "wrong type",
+                Some(SecretView {
+                    type_: Some("Opaque"),
+                    ..good(&f)
+                }),
+                false,
+                "api-tls",
+                NOW,
+                Decision::Refuse(Refusal::WrongType("Opaque".into())),
+            ),
+            (
+                "tls.crt missing",
+                Some(SecretView {
+                    tls_crt: None,
+                    ..good(&f)
+                }),
+                false,
+                "api-tls",
+                NOW,
+                cert(ReissueReason::Missing),
+            ),
+            (
+                "tls.crt corrupt",
+                Some(SecretView {
+                    tls_crt: Some(garbage),
+                    ..good(&f)
+                }),
+                false,
+                "api-tls",
+                NOW,
+                cert(ReissueReason::Unparsable),
+            ),
+            (
+                "issued by another CA",
+                Some(SecretView {
+                    tls_crt: Some(f.other_crt.as_bytes()),
+                    ..good(&f)
+                }),
+                false,
+                "api-tls",
+                NOW,
+                cert(ReissueReason::WrongIssuer),
+            ),
+            (
+                "service became headless",
+                Some(good(&f)),
+                true,
+                "api-tls",
+                NOW,
+                cert(ReissueReason::WrongNames),
+            ),
+            (
+                "near expiry",
+                Some(good(&f)),
+                false,
+                "api-tls",
+                not_after - time::Duration::days(29),
+                cert(ReissueReason::NearExpiry),
+            ),
+            (
+                "tls.key empty",
+                Some(SecretView {
+                    tls_key: Some(b""),
+                    ..good(&f)
+                }),
+                false,
+                "api-tls",
+                NOW,
+                Decision::Issue(IssueReason::MissingKey),
+            ),
+            (
+                "extra data keys",
+                Some(SecretView {
+                    extra_keys: vec!["extra"],
+                    ..good(&f)
+                }),
+                false,
+                "api-tls",
+                NOW,
+                Decision::Tidy(Tidy {
+                    remove_keys: vec!["extra".into()],
+                    ..Tidy::default()
+                }),
+            ),
+            (
+                "ownerReference missing",
+                Some(SecretView {
+                    owners: vec![],
+                    ..good(&f)
+                }),
+                false,
+                "api-tls",
+                NOW,
+                Decision::Tidy(Tidy {
+                    owner_reference: true,
+                    ..Tidy::default()
+                }),
+            ),
+            (
+                "ownerReference stale uid",
+                Some(SecretView {
+                    owners: vec![("v1", "Service", "api", "old")],
+                    ..good(&f)
+                }),
+                false,
+                "api-tls",
+                NOW,
+                Decision::Tidy(Tidy {
+                    owner_reference: true,
+                    ..Tidy::default()
+                }),
+            ),
+            (
+                "label missing",
+                Some(SecretView {
+                    labelled: false,
+                    ..good(&f)
+                }),
+                false,
+                "api-tls",
+                NOW,
+                Decision::Tidy(Tidy {
+                    metadata: true,
+                    ..Tidy::default()
+                }),
+            ),
+            (
+                "alpha UID is ours too",
+                Some(SecretView {
+                    annotations: Some(&alpha_uid),
+                    ..good(&f)
+                }),
+                false,
+                "api-tls",
+                NOW,
+                Decision::UpToDate {
+                    renew_at: not_after - 30 * DAY,
+                },
+            ),
+            (
+                "valid",
+                Some(good(&f)),
+                false,
+                "api-tls",
+                NOW,
+                Decision::UpToDate {
+                    renew_at: not_after - 30 * DAY,
+                },
+            ),
+        ];
+        for (what, secret, headless, name, now, expected) in rows {
+            assert_eq!(
+                run(&f, secret.as_ref(), headless, name, now),
+                expected,
+                "{what}"
+            );
+        }
+        let _ = &f.other_ca;
+    }
+
+    #[test]
+    fn margin_is_capped_at_half_the_lifetime() {
+        let f = fixture();
+        let (crt, key) = issue(&f.ca, false, Duration::from_secs(100));
+        let secret = SecretView {
+            tls_crt: Some(crt.as_bytes()),
+            tls_key: Some(key.as_bytes()),
+            ..good(&f)
+        };
+        let leaf = &service_ca_pki::parse_pem_certs(crt.as_bytes()).unwrap()[0];
+        assert_eq!(
+            effective_margin(30 * DAY, leaf),
+            Duration::from_millis(50_500)
+        );
+        // Early in its life: not renewed (only metadata differs from the fixture's expiry).
+        assert!(matches!(
+            run(&f, Some(&secret), false, "api-tls", NOW),
+            Decision::Tidy(_)
+        ));
+        // In the second half: renewed.
+        let later = NOW + time::Duration::seconds(60);
+        assert_eq!(
+            run(&f, Some(&secret), false, "api-tls", later),
+            Decision::Issue(IssueReason::Certificate(ReissueReason::NearExpiry))
+        );
+    }
+
+    #[test]
+    fn names_counters_and_delays() {
+        assert!(validate_secret_name("api-tls").is_ok());
+        assert!(validate_secret_name("a.b-c.d").is_ok());
+        assert!(validate_secret_name("Api").is_err());
+        assert!(validate_secret_name("-api").is_err());
+        assert!(validate_secret_name("").is_err());
+        assert!(validate_secret_name(&"a".repeat(254)).is_err());
+
+        let ann = |pairs: &[(&str, &str)]| -> BTreeMap<String, String> {
+            pairs
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect()
+        };
+        assert_eq!(failure_count(None), 0);
+        assert_eq!(
+            failure_count(Some(&ann(&[(names::ERROR_NUM_BETA, "3")]))),
+            3
+        );
+        assert_eq!(
+            failure_count(Some(&ann(&[
+                (names::ERROR_NUM_BETA, ""),
+                (names::ERROR_NUM_ALPHA, "7")
+            ]))),
+            7
+        );
+        assert_eq!(
+            failure_count(Some(&ann(&[(names::ERROR_NUM_BETA, "x")]))),
+            0
+        );
+
+        let cap = Duration::from_secs(600);
+        assert_eq!(retry_delay(0, cap), Duration::from_secs(5));
+        assert_eq!(retry_delay(3, cap), Duration::from_secs(40));
+        assert_eq!(retry_delay(10, cap), cap);
+        assert_eq!(retry_delay(u32::MAX, cap), cap);
+
+        fn svc(a: &BTreeMap<String, String>) -> ServiceView<'_> {
+            ServiceView {
+                annotations: Some(a),
+                ..ServiceView::default()
+            }
+        }
+        let empty = ann(&[(names::SECRET_NAME_BETA, "")]);
+        assert!(empty_request(&svc(&empty)));
+        assert_eq!(requested_secret_name(&svc(&empty)), None);
+        let both = ann(&[
+            (names::SECRET_NAME_BETA, ""),
+            (names::SECRET_NAME_ALPHA, "old"),
+        ]);
+        assert!(!empty_request(&svc(&both)));
+        assert_eq!(requested_secret_name(&svc(&both)), Some("old"));
+        assert!(!uses_beta_flavour(&svc(&ann(&[(
+            names::SECRET_NAME_ALPHA,
+            "old"
+        )]))));
+        assert!(uses_beta_flavour(&svc(&both)));
+
+        assert_eq!(
+            format_expiry(datetime!(2028-11-28 14:20:41.9 UTC)),
+            "2028-11-28T14:20:41Z"
+        );
+    }
+}
