@@ -343,6 +343,16 @@ mod tests {
     const UID: &str = "6f1c1d2e-0000-4000-8000-000000000001";
     const DAY: Duration = Duration::from_secs(86400);
 
+    /// (what, secret, headless, requested name, now, expected decision)
+    type Row<'a> = (
+        &'static str,
+        Option<SecretView<'a>>,
+        bool,
+        &'static str,
+        OffsetDateTime,
+        Decision,
+    );
+
     struct Fixture {
         ca: SigningCa,
         other_ca: SigningCa,
@@ -462,14 +472,7 @@ mod tests {
         let garbage = b"-----BEGIN CERTIFICATE-----\nbm90\n-----END CERTIFICATE-----\n";
         let not_after = service_ca_pki::parse_pem_certs(f.crt.as_bytes()).unwrap()[0].not_after;
         let cert = |r| Decision::Issue(IssueReason::Certificate(r));
-        let rows: Vec<(
-            &str,
-            Option<SecretView<'_>>,
-            bool,
-            &str,
-            OffsetDateTime,
-            Decision,
-        )> = vec![
+        let rows: Vec<Row<'_>> = vec![
             (
                 "secret absent",
                 None,
