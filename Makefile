@@ -16,7 +16,7 @@ stop:
 ## Format check, clippy, unit tests and e2e tests against a real kube-apiserver.
 test: lint
 	@export SERVICE_CA_TESTENV_BIN="$$(bash testenv/build.sh)"; \
-	  $(CARGO) test --workspace --all-targets
+	  $(CARGO) test --workspace --all-targets --no-fail-fast
 
 lint:
 	$(CARGO) fmt --all -- --check

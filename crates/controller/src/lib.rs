@@ -113,8 +113,22 @@ pub fn start_with_metrics(
         events.clone(),
         metrics.clone(),
     ));
+    let legacy = match (cfg.legacy_injector, &cfg.legacy_ca_file) {
+        (false, _) => None,
+        (true, None) => {
+            return Err(ConfigError::Invalid(
+                "the legacy injector needs --legacy-ca-file".into(),
+            ));
+        }
+        (true, Some(path)) => {
+            let ca = std::fs::read_to_string(path).map_err(|e| {
+                ConfigError::Invalid(format!("legacy CA file {}: {e}", path.display()))
+            })?;
+            Some(inject::Flavor::legacy(&ca))
+        }
+    };
     let rx = shutdown_rx.clone();
-    inject::spawn_all(&mut tasks, inject_ctx, cfg.clone(), move || {
+    inject::spawn_all(&mut tasks, inject_ctx, cfg.clone(), legacy, move || {
         Box::pin(shutdown_signal(rx.clone()))
     });
 

@@ -4,6 +4,8 @@ mod common;
 
 use std::time::Duration;
 
+use futures::StreamExt;
+
 use common::{controller, wait_configmap};
 use k8s_openapi::ByteString;
 use k8s_openapi::api::core::v1::{ConfigMap, Event, Secret};
@@ -208,4 +210,56 @@ async fn a_thousand_configmaps() {
     running.stop().await;
 }
 
-use futures::StreamExt;
+#[tokio::test]
+async fn legacy_injector_serves_only_its_configmap_and_stands_down() {
+    let ctx = TestContext::new("inject-legacy").await.unwrap();
+    let sa_ca = "-----BEGIN CERTIFICATE-----\nU0EgQ0E=\n-----END CERTIFICATE-----\n";
+    let file = std::env::temp_dir().join(format!("service-ca-legacy-{}.crt", ctx.namespace));
+    std::fs::write(&file, sa_ca).unwrap();
+    let cms: Api<ConfigMap> = ctx.api();
+    let legacy = (names::INJECT_LEGACY, "true");
+    cms.create(
+        &PostParams::default(),
+        &configmap(names::LEGACY_CONFIGMAP_NAME, &[legacy]),
+    )
+    .await
+    .unwrap();
+    cms.create(&PostParams::default(), &configmap("other-name", &[legacy]))
+        .await
+        .unwrap();
+    let running = controller(&ctx, |cfg| {
+        cfg.legacy_injector = true;
+        cfg.legacy_ca_file = Some(file.clone());
+    })
+    .await;
+    let bundle = current_bundle(&running);
+    let legacy_bundle = format!("{bundle}{sa_ca}\n");
+    wait_configmap(&cms, names::LEGACY_CONFIGMAP_NAME, "legacy bundle", |c| {
+        injected(c, &legacy_bundle)
+    })
+    .await;
+    assert!(cms.get("other-name").await.unwrap().data.is_none());
+
+    // The preferred annotation takes over; the legacy injector never fights back.
+    cms.patch(
+        names::LEGACY_CONFIGMAP_NAME,
+        &PatchParams::default(),
+        &Patch::Merge(json!({"metadata": {"annotations": {names::INJECT_BETA: "true"}}})),
+    )
+    .await
+    .unwrap();
+    wait_configmap(
+        &cms,
+        names::LEGACY_CONFIGMAP_NAME,
+        "preferred bundle",
+        |c| injected(c, &bundle),
+    )
+    .await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert!(injected(
+        &cms.get(names::LEGACY_CONFIGMAP_NAME).await.unwrap(),
+        &bundle
+    ));
+    running.stop().await;
+    let _ = std::fs::remove_file(&file);
+}

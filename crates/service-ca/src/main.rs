@@ -92,6 +92,15 @@ struct RunArgs {
     /// Do not inject into APIServices, CRDs and webhook configurations.
     #[arg(long)]
     no_cluster_scoped_injection: bool,
+    /// Run the legacy ("vulnerable") injector for ConfigMaps named openshift-service-ca.crt.
+    #[arg(long)]
+    legacy_injector: bool,
+    /// CA file the legacy injector appends to the bundle.
+    #[arg(
+        long,
+        default_value = "/var/run/secrets/kubernetes.io/serviceaccount/ca.crt"
+    )]
+    legacy_ca_file: PathBuf,
     /// Identity in the leader-election Lease (default: $POD_NAME, else the host name).
     #[arg(long, env = "POD_NAME")]
     identity: Option<String>,
@@ -188,6 +197,8 @@ impl RunArgs {
         cfg.concurrency = self.concurrency;
         cfg.watch_namespace = self.watch_namespace.clone();
         cfg.cluster_scoped_injection = !self.no_cluster_scoped_injection;
+        cfg.legacy_injector = self.legacy_injector;
+        cfg.legacy_ca_file = Some(self.legacy_ca_file.clone());
         cfg.validate()?;
         Ok(cfg)
     }

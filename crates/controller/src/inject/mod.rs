@@ -124,34 +124,96 @@ impl InjectContext {
     }
 }
 
+/// Which objects one injector serves, and what it injects: the standard injector of a kind, or
+/// the legacy ConfigMap injector (spec §10.7), which differs only in these two respects.
+#[derive(Clone)]
+pub struct Flavor {
+    /// Name in logs and metrics.
+    pub name: &'static str,
+    /// Whether an object's metadata asks for this injector.
+    pub selects: fn(&kube::api::ObjectMeta) -> bool,
+    /// Appended to the CA bundle (legacy: the ServiceAccount CA and a newline).
+    pub suffix: Option<Arc<str>>,
+}
+
+impl Flavor {
+    /// The standard injector of kind `K`.
+    pub fn standard<K: Target>() -> Self {
+        Self {
+            name: K::KIND,
+            selects: selected::<K>,
+            suffix: None,
+        }
+    }
+
+    /// The legacy ConfigMap injector, appending `service_account_ca` (spec §10.7).
+    pub fn legacy(service_account_ca: &str) -> Self {
+        Self {
+            name: "configmap-legacy",
+            selects: legacy_selected,
+            suffix: Some(format!("{service_account_ca}\n").into()),
+        }
+    }
+
+    fn bundle(&self, ca_bundle: String) -> String {
+        match &self.suffix {
+            Some(suffix) => ca_bundle + suffix,
+            None => ca_bundle,
+        }
+    }
+}
+
+/// The legacy injector serves ConfigMaps named `openshift-service-ca.crt` whose legacy annotation
+/// is `true` (any case), and stands down as soon as either `inject-cabundle` key is present,
+/// whatever its value, so the two injectors never fight (spec §10.7).
+pub fn legacy_selected(meta: &kube::api::ObjectMeta) -> bool {
+    let annotations = meta.annotations.as_ref();
+    let has = |key: &str| annotations.is_some_and(|a| a.contains_key(key));
+    meta.name.as_deref() == Some(names::LEGACY_CONFIGMAP_NAME)
+        && annotations
+            .and_then(|a| a.get(names::INJECT_LEGACY))
+            .is_some_and(|v| v.eq_ignore_ascii_case("true"))
+        && !has(names::INJECT_BETA)
+        && !has(names::INJECT_ALPHA)
+}
+
+/// One injector: the shared state plus its flavor.
+struct KindContext {
+    shared: Arc<InjectContext>,
+    flavor: Flavor,
+}
+
 /// Keeps only selected objects in the cache: an object that loses its annotation is turned into
 /// a deletion, so the cache (and memory) holds exactly the injection targets.
 fn keep_selected<K: Target>(
+    selects: fn(&kube::api::ObjectMeta) -> bool,
     event: watcher::Event<PartialObjectMeta<K>>,
 ) -> Option<watcher::Event<PartialObjectMeta<K>>> {
     match event {
-        watcher::Event::Apply(obj) if !selected::<K>(&obj.metadata) => {
-            Some(watcher::Event::Delete(obj))
-        }
-        watcher::Event::InitApply(obj) if !selected::<K>(&obj.metadata) => None,
+        watcher::Event::Apply(obj) if !selects(&obj.metadata) => Some(watcher::Event::Delete(obj)),
+        watcher::Event::InitApply(obj) if !selects(&obj.metadata) => None,
         other => Some(other),
     }
 }
 
-/// Runs the injector for kind `K` until `shutdown` resolves.
+/// Runs one injector for kind `K` until `shutdown` resolves.
 pub async fn run<K: Target>(
     ctx: Arc<InjectContext>,
     cfg: Arc<Config>,
+    flavor: Flavor,
     shutdown: impl std::future::Future<Output = ()> + Send + Sync + 'static,
 ) where
     PartialObjectMeta<K>: Resource<DynamicType = ()>,
 {
     let (reader, writer) = reflector::store();
+    let ca_changes = ca_change_stream(ctx.ca.clone());
     let watch_api = K::api(ctx.client.clone(), cfg.watch_namespace.as_deref());
     #[allow(deprecated)]
     let targets = metadata_watcher(watch_api, watcher::Config::default())
         .default_backoff()
-        .filter_map(|event| futures::future::ready(Some(event.map(keep_selected::<K>))))
+        .filter_map(move |event| {
+            futures::future::ready(Some(event.map(|e| keep_selected::<K>(flavor.selects, e))))
+        })
         .filter_map(|event| {
             futures::future::ready(match event {
                 Ok(Some(e)) => Some(Ok(e)),
@@ -163,10 +225,17 @@ pub async fn run<K: Target>(
         .reflect(writer)
         .applied_objects();
     Controller::for_stream(targets, reader)
-        .reconcile_all_on(ca_change_stream(ctx.ca.clone()))
+        .reconcile_all_on(ca_changes)
         .with_config(controller::Config::default().concurrency(cfg.concurrency))
         .graceful_shutdown_on(shutdown)
-        .run(reconcile::<K>, error_policy::<K>, ctx)
+        .run(
+            reconcile::<K>,
+            error_policy::<K>,
+            Arc::new(KindContext {
+                shared: ctx,
+                flavor,
+            }),
+        )
         .for_each(|_| futures::future::ready(()))
         .await;
 }
@@ -174,9 +243,11 @@ pub async fn run<K: Target>(
 fn error_policy<K: Target>(
     _obj: Arc<PartialObjectMeta<K>>,
     err: &InjectError,
-    ctx: Arc<InjectContext>,
+    ctx: Arc<KindContext>,
 ) -> Action {
-    ctx.metrics.reconcile_error(K::KIND, err.category());
+    ctx.shared
+        .metrics
+        .reconcile_error(ctx.flavor.name, err.category());
     match err.category() {
         "conflict" => Action::requeue(Duration::from_millis(500)),
         _ => Action::requeue(Duration::from_secs(30)),
@@ -185,13 +256,15 @@ fn error_policy<K: Target>(
 
 async fn reconcile<K: Target>(
     meta: Arc<PartialObjectMeta<K>>,
-    ctx: Arc<InjectContext>,
+    ctx: Arc<KindContext>,
 ) -> Result<Action, InjectError> {
     let started = Instant::now();
-    let result = inject::<K>(&meta, &ctx).await;
-    ctx.metrics.reconciled(K::KIND, started.elapsed());
+    let result = inject::<K>(&meta, &ctx.shared, &ctx.flavor).await;
+    ctx.shared
+        .metrics
+        .reconciled(ctx.flavor.name, started.elapsed());
     if let Err(err) = &result {
-        warn!(kind = K::KIND, object = %describe(&meta.metadata), error = %err, "injection failed");
+        warn!(kind = ctx.flavor.name, object = %describe(&meta.metadata), error = %err, "injection failed");
     }
     result
 }
@@ -206,8 +279,14 @@ fn describe(meta: &kube::api::ObjectMeta) -> String {
 async fn inject<K: Target>(
     meta: &PartialObjectMeta<K>,
     ctx: &InjectContext,
+    flavor: &Flavor,
 ) -> Result<Action, InjectError> {
-    let Some(bundle) = ctx.ca.borrow().as_ref().map(|ca| ca.bundle_pem()) else {
+    let Some(bundle) = ctx
+        .ca
+        .borrow()
+        .as_ref()
+        .map(|ca| flavor.bundle(ca.bundle_pem()))
+    else {
         return Ok(Action::await_change());
     };
     let api = K::api(ctx.client.clone(), meta.metadata.namespace.as_deref());
@@ -216,13 +295,13 @@ async fn inject<K: Target>(
         return Ok(Action::await_change());
     };
     // Re-check on the live object: an annotation removed since the event means no injection.
-    if !selected::<K>(live.meta()) {
+    if !(flavor.selects)(live.meta()) {
         return Ok(Action::await_change());
     }
     match live.injection(&bundle) {
         Outcome::UpToDate => Ok(Action::await_change()),
         Outcome::Skip(reason) => {
-            info!(kind = K::KIND, object = %describe(live.meta()), %reason, "not injecting");
+            info!(kind = flavor.name, object = %describe(live.meta()), %reason, "not injecting");
             Ok(Action::await_change())
         }
         Outcome::Patch {
@@ -234,8 +313,8 @@ async fn inject<K: Target>(
                 ..Default::default()
             };
             api.patch(&name, &pp, &Patch::Merge(body)).await?;
-            ctx.metrics.wrote(K::KIND);
-            info!(kind = K::KIND, object = %describe(live.meta()), "CA bundle injected");
+            ctx.metrics.wrote(flavor.name);
+            info!(kind = flavor.name, object = %describe(live.meta()), "CA bundle injected");
             if !removed_data_keys.is_empty() {
                 let note = format!(
                     "injected the service CA bundle into {}; by design this removed the other data keys: {}",
@@ -258,11 +337,12 @@ async fn inject<K: Target>(
     }
 }
 
-/// Starts one injector per kind.
+/// Starts one injector per kind, and the legacy ConfigMap injector when given.
 pub fn spawn_all(
     tasks: &mut tokio::task::JoinSet<()>,
     ctx: Arc<InjectContext>,
     cfg: Arc<Config>,
+    legacy: Option<Flavor>,
     shutdown: impl Fn() -> std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send + Sync>>,
 ) {
     use k8s_openapi::api::admissionregistration::v1::{
@@ -271,22 +351,36 @@ pub fn spawn_all(
     use k8s_openapi::api::core::v1::ConfigMap;
     use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
     use k8s_openapi::kube_aggregator::pkg::apis::apiregistration::v1::APIService;
-    tasks.spawn(run::<ConfigMap>(ctx.clone(), cfg.clone(), shutdown()));
-    if !cfg.cluster_scoped_injection {
-        return;
+    fn standard<K: Target>(
+        tasks: &mut tokio::task::JoinSet<()>,
+        ctx: &Arc<InjectContext>,
+        cfg: &Arc<Config>,
+        stop: std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send + Sync>>,
+    ) where
+        PartialObjectMeta<K>: Resource<DynamicType = ()>,
+    {
+        tasks.spawn(run::<K>(
+            ctx.clone(),
+            cfg.clone(),
+            Flavor::standard::<K>(),
+            stop,
+        ));
     }
-    tasks.spawn(run::<APIService>(ctx.clone(), cfg.clone(), shutdown()));
-    tasks.spawn(run::<CustomResourceDefinition>(
-        ctx.clone(),
-        cfg.clone(),
-        shutdown(),
-    ));
-    tasks.spawn(run::<MutatingWebhookConfiguration>(
-        ctx.clone(),
-        cfg.clone(),
-        shutdown(),
-    ));
-    tasks.spawn(run::<ValidatingWebhookConfiguration>(ctx, cfg, shutdown()));
+    standard::<ConfigMap>(tasks, &ctx, &cfg, shutdown());
+    if let Some(legacy) = legacy {
+        tasks.spawn(run::<ConfigMap>(
+            ctx.clone(),
+            cfg.clone(),
+            legacy,
+            shutdown(),
+        ));
+    }
+    if cfg.cluster_scoped_injection {
+        standard::<APIService>(tasks, &ctx, &cfg, shutdown());
+        standard::<CustomResourceDefinition>(tasks, &ctx, &cfg, shutdown());
+        standard::<MutatingWebhookConfiguration>(tasks, &ctx, &cfg, shutdown());
+        standard::<ValidatingWebhookConfiguration>(tasks, &ctx, &cfg, shutdown());
+    }
 }
 
 #[cfg(test)]
@@ -339,5 +433,25 @@ mod tests {
             names::INJECT_ALPHA,
             "true"
         )])));
+    }
+    #[test]
+    fn legacy_selection_stands_down_for_any_inject_key() {
+        let named = |pairs: &[(&str, &str)]| kube::api::ObjectMeta {
+            name: Some(names::LEGACY_CONFIGMAP_NAME.into()),
+            ..meta(pairs)
+        };
+        assert!(legacy_selected(&named(&[(names::INJECT_LEGACY, "TRUE")])));
+        assert!(!legacy_selected(&meta(&[(names::INJECT_LEGACY, "true")])));
+        assert!(!legacy_selected(&named(&[(names::INJECT_LEGACY, "false")])));
+        assert!(!legacy_selected(&named(&[
+            (names::INJECT_LEGACY, "true"),
+            (names::INJECT_BETA, "false")
+        ])));
+        assert!(!legacy_selected(&named(&[
+            (names::INJECT_LEGACY, "true"),
+            (names::INJECT_ALPHA, "")
+        ])));
+        assert_eq!(Flavor::legacy("SA").bundle("CA".into()), "CASA\n");
+        assert_eq!(Flavor::standard::<ConfigMap>().bundle("CA".into()), "CA");
     }
 }
