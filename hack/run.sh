@@ -29,6 +29,9 @@ if [[ -z "${KUBECONFIG:-}" ]]; then
     done
     grep '^ready ' "$local_dir/testenv.log"
   fi
+  # The CA lives in openshift-service-ca (deploy/ creates it on a real cluster).
+  "$kubectl" --kubeconfig "$KUBECONFIG" create namespace openshift-service-ca --dry-run=client -o yaml \
+    | "$kubectl" --kubeconfig "$KUBECONFIG" apply -f - >/dev/null
   echo
   echo "  kubectl:    $kubectl"
   echo "  try:        $kubectl --kubeconfig $KUBECONFIG get svc -A"

@@ -43,7 +43,7 @@ pub enum CaError {
     #[error("CA operation failed: {0}")]
     Pki(#[from] service_ca_pki::PkiError),
     /// A Kubernetes API call failed.
-    #[error("kubernetes API: {0}")]
+    #[error("kubernetes API: {}", crate::api_message(.0))]
     Kube(#[from] kube::Error),
 }
 

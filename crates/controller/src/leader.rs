@@ -163,7 +163,13 @@ pub async fn run(
                 leading.send_if_modified(|l| std::mem::replace(l, false));
             }
             Err(err) => {
-                warn!(error = %err, lease = %name, "leader election round failed");
+                let missing_namespace = matches!(&err, kube::Error::Api(s)
+                    if s.code == 404 && s.details.as_ref().is_some_and(|d| d.kind == "namespaces"));
+                if missing_namespace {
+                    tracing::error!(%namespace, "namespace does not exist: create it (kubectl create namespace {namespace}) or choose another with --namespace");
+                } else {
+                    warn!(error = %crate::api_message(&err), lease = %name, "leader election round failed");
+                }
                 if *leading.borrow() && last_renewed.elapsed() > timing.duration {
                     warn!(lease = %name, "could not renew within the lease duration; stepping down");
                     leading.send_replace(false);

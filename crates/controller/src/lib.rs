@@ -235,3 +235,12 @@ pub async fn run(
     background.abort_all();
     Ok(())
 }
+
+/// A one-line description of a Kubernetes client error: for API errors the server's message and
+/// code (what the original writes into error annotations), not the whole Status structure.
+pub fn api_message(err: &kube::Error) -> String {
+    match err {
+        kube::Error::Api(status) => format!("{} ({})", status.message, status.code),
+        other => other.to_string(),
+    }
+}

@@ -89,7 +89,7 @@ pub fn selected<K: Target>(meta: &kube::api::ObjectMeta) -> bool {
 #[derive(Debug, thiserror::Error)]
 pub enum InjectError {
     /// A Kubernetes API call failed.
-    #[error("kubernetes API: {0}")]
+    #[error("kubernetes API: {}", crate::api_message(.0))]
     Kube(#[from] kube::Error),
 }
 

@@ -41,7 +41,7 @@ const RETRY_CAP: Duration = Duration::from_secs(600);
 #[derive(Debug, thiserror::Error)]
 pub enum ServingError {
     /// A Kubernetes API call failed.
-    #[error("kubernetes API: {0}")]
+    #[error("kubernetes API: {}", crate::api_message(.0))]
     Kube(#[from] kube::Error),
     /// Key generation or signing failed.
     #[error("issuing certificate: {0}")]
