@@ -17,7 +17,7 @@ use k8s_openapi::ByteString;
 use k8s_openapi::api::core::v1::{ConfigMap, Secret};
 use kube::api::{Api, ObjectMeta, Patch, PatchParams, PostParams};
 use kube::runtime::events::EventType;
-use kube::runtime::watcher;
+use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Client, Resource};
 use serde_json::json;
 use service_ca_pki::SigningCa;
@@ -69,23 +69,33 @@ pub async fn run(
 ) {
     let secrets: Api<Secret> = Api::namespaced(client.clone(), &cfg.namespace);
     let configmaps: Api<ConfigMap> = Api::namespaced(client.clone(), &cfg.namespace);
-    let secret_changes = watcher(
-        secrets.clone(),
-        watcher::Config::default().fields(&format!("metadata.name={}", cfg.ca_secret)),
-    );
-    let bundle_changes = watcher(
-        configmaps.clone(),
-        watcher::Config::default().fields(&format!("metadata.name={}", cfg.bundle_configmap)),
-    );
-    let mut changes = futures::stream::select(
-        secret_changes.map(|e| e.is_ok()),
-        bundle_changes.map(|e| e.is_ok()),
-    )
-    .boxed();
+    let by_name = |name: &str| watcher::Config::default().fields(&format!("metadata.name={name}"));
+    // Any change to the CA Secret, the bundle ConfigMap or its published copy triggers a pass, so
+    // deletions and manual edits are answered at once.
+    let mut sources = vec![
+        watcher(secrets.clone(), by_name(&cfg.ca_secret))
+            .default_backoff()
+            .map(|_| ())
+            .boxed(),
+        watcher(configmaps.clone(), by_name(&cfg.bundle_configmap))
+            .default_backoff()
+            .map(|_| ())
+            .boxed(),
+    ];
+    if let Some((namespace, name)) = &cfg.publish_bundle_to {
+        let api: Api<ConfigMap> = Api::namespaced(client.clone(), namespace);
+        sources.push(
+            watcher(api, by_name(name))
+                .default_backoff()
+                .map(|_| ())
+                .boxed(),
+        );
+    }
+    let mut changes = futures::stream::select_all(sources);
     let mut failures = 0u32;
     loop {
         let now = OffsetDateTime::now_utc();
-        let next = match reconcile(&client, &cfg, &events, now).await {
+        let next = match reconcile(&client, &cfg, &events, &metrics, now).await {
             Ok(ca) => {
                 failures = 0;
                 metrics.set_ca_expiry(ca.not_after().unix_timestamp());
@@ -143,6 +153,7 @@ pub async fn reconcile(
     client: &Client,
     cfg: &Config,
     events: &EventSink,
+    metrics: &Metrics,
     now: OffsetDateTime,
 ) -> Result<Arc<SigningCa>, CaError> {
     let secrets: Api<Secret> = Api::namespaced(client.clone(), &cfg.namespace);
@@ -204,6 +215,7 @@ pub async fn reconcile(
             if forced.is_some() || ca.needs_rotation(&cfg.ca, now) {
                 let rotation = ca.rotate(&cfg.ca, now)?;
                 write_rotation(&secrets, secret, &rotation.ca, forced).await?;
+                metrics.rotated();
                 let cause = match forced {
                     Some(reason) => format!("forced rotation with reason {reason:?}"),
                     None => format!(

@@ -36,7 +36,8 @@ async fn ca_secret(ctx: &TestContext) -> Secret {
 #[tokio::test]
 async fn first_start_creates_the_ca_and_restart_adopts_it() {
     let ctx = TestContext::new("ca-create").await.unwrap();
-    let running = controller(&ctx, |_| {}).await;
+    let copy = (ctx.namespace.clone(), "published-copy".to_string());
+    let running = controller(&ctx, |cfg| cfg.publish_bundle_to = Some(copy.clone())).await;
     let secret = ca_secret(&ctx).await;
     assert_eq!(secret.type_.as_deref(), Some("kubernetes.io/tls"));
     let keys: Vec<_> = secret.data.as_ref().unwrap().keys().cloned().collect();
@@ -64,6 +65,22 @@ async fn first_start_creates_the_ca_and_restart_adopts_it() {
         cm.data.unwrap()[names::CA_BUNDLE_CRT].as_bytes(),
         crt.as_slice()
     );
+    // The optional published copy (spec §16 O-8) has the same content, and is reconciled.
+    let holds_ca = |c: &ConfigMap| {
+        c.data
+            .as_ref()
+            .and_then(|d| d.get(names::CA_BUNDLE_CRT))
+            .is_some_and(|b| b.as_bytes() == crt.as_slice())
+    };
+    common::wait_configmap(&cms, "published-copy", "published copy", holds_ca).await;
+    cms.patch(
+        "published-copy",
+        &PatchParams::default(),
+        &Patch::Merge(json!({"data": {names::CA_BUNDLE_CRT: "edited"}})),
+    )
+    .await
+    .unwrap();
+    common::wait_configmap(&cms, "published-copy", "published copy restored", holds_ca).await;
     let metrics = running.metrics.encode();
     let expiry_line = metrics
         .lines()
@@ -383,6 +400,14 @@ async fn forced_rotation_rotates_once_per_request() {
         Some("r1")
     );
     assert!(data(&rotated, names::INTERMEDIATE_CA_CRT).is_some());
+    assert!(
+        running
+            .metrics
+            .encode()
+            .contains("service_ca_rotations_total 1"),
+        "{}",
+        running.metrics.encode()
+    );
     // Same request again: nothing more happens.
     tokio::time::sleep(Duration::from_secs(3)).await;
     let still = secrets.get("signing-key").await.unwrap();

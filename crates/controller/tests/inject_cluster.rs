@@ -90,11 +90,13 @@ async fn all_injected(client: &kube::Client, suffix: &str, bundle: &[u8]) -> Opt
         .get(&format!("val-{suffix}"))
         .await
         .ok()?;
-    let ok_v = v
-        .webhooks
-        .as_ref()?
-        .iter()
-        .all(|w| bytes(w.client_config.ca_bundle.as_ref()) == Some(bundle));
+    // Once its annotation is removed, the validating configuration keeps what the user wrote.
+    let released = !v.annotations().contains_key(names::INJECT_BETA);
+    let ok_v = released
+        || v.webhooks
+            .as_ref()?
+            .iter()
+            .all(|w| bytes(w.client_config.ca_bundle.as_ref()) == Some(bundle));
     (ok_api && ok_crd && ok_m && ok_v).then_some(())
 }
 
@@ -154,6 +156,11 @@ async fn cluster_scoped_kinds_get_the_bundle() {
         .await
         .unwrap();
 
+    // A CRD annotated only after the controller runs.
+    crds.create(&pp, &crd(&format!("laters{suffix}"), true, &ns, "false"))
+        .await
+        .unwrap();
+
     let running = controller(&ctx, |cfg| cfg.cluster_scoped_injection = true).await;
     let bundle = running
         .ca
@@ -194,6 +201,41 @@ async fn cluster_scoped_kinds_get_the_bundle() {
         .then_some(())
     })
     .await;
+
+    let later = format!("laters{suffix}.service-ca.test");
+    crds.patch(
+        &later,
+        &PatchParams::default(),
+        &Patch::Merge(json!({"metadata": {"annotations": {names::INJECT_BETA: "true"}}})),
+    )
+    .await
+    .unwrap();
+    eventually(WAIT, "CRD annotated later injected", || async {
+        let c = crds.get(&later).await.ok()?;
+        let cc = c.spec.conversion?.webhook?.client_config?;
+        (bytes(cc.ca_bundle.as_ref()) == Some(&bundle[..])).then_some(())
+    })
+    .await;
+
+    // Annotation removed from a webhook configuration: later edits are left alone.
+    let validating_api = Api::<ValidatingWebhookConfiguration>::all(client.clone());
+    let released = format!("val-{suffix}");
+    validating_api
+        .patch(
+            &released,
+            &PatchParams::default(),
+            &Patch::Merge(json!({"metadata": {"annotations": {names::INJECT_BETA: null}}})),
+        )
+        .await
+        .unwrap();
+    let mut edited = validating_api.get(&released).await.unwrap();
+    for hook in edited.webhooks.iter_mut().flatten() {
+        hook.client_config.ca_bundle = Some(k8s_openapi::ByteString(b"mine".to_vec()));
+    }
+    validating_api
+        .replace(&released, &PostParams::default(), &edited)
+        .await
+        .unwrap();
 
     // Hand edit of an injected field: restored.
     Api::<APIService>::all(client.clone())
@@ -261,6 +303,14 @@ async fn cluster_scoped_kinds_get_the_bundle() {
         all_injected(&client, &suffix, &new_bundle)
     })
     .await;
+    let kept = validating_api.get(&released).await.unwrap();
+    assert!(
+        kept.webhooks
+            .unwrap()
+            .iter()
+            .all(|w| bytes(w.client_config.ca_bundle.as_ref()) == Some(&b"mine"[..])),
+        "a configuration whose annotation was removed must not be updated"
+    );
     running.stop().await;
 
     // Leave no unavailable aggregated API behind (it would slow discovery for everyone).
