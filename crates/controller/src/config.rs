@@ -84,7 +84,10 @@ impl Default for Config {
             chain_order: ChainOrder::Portable,
             concurrency: 16,
             key_pool_size: 16,
-            key_pool_threads: 1,
+            // RSA key generation dominates issuance: use every core, but leave the runtime room.
+            key_pool_threads: std::thread::available_parallelism()
+                .map(|n| n.get().min(4))
+                .unwrap_or(1),
             legacy_injector: false,
             legacy_ca_file: None,
         }

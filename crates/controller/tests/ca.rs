@@ -28,6 +28,25 @@ fn is_issued(s: &Secret) -> bool {
     data(s, names::TLS_CRT).is_some_and(|c| !c.is_empty())
 }
 
+/// A `signing-key` Secret with the given content, as an administrator would create it.
+fn ca_secret_with(crt: &[u8], key: &[u8]) -> Secret {
+    Secret {
+        metadata: ObjectMeta {
+            name: Some("signing-key".into()),
+            ..Default::default()
+        },
+        type_: Some("kubernetes.io/tls".into()),
+        data: Some(
+            [
+                ("tls.crt".to_string(), ByteString(crt.to_vec())),
+                ("tls.key".to_string(), ByteString(key.to_vec())),
+            ]
+            .into(),
+        ),
+        ..Default::default()
+    }
+}
+
 async fn ca_secret(ctx: &TestContext) -> Secret {
     let secrets: Api<Secret> = ctx.api();
     wait_secret(&secrets, "signing-key", "CA secret", is_issued).await
@@ -140,24 +159,7 @@ async fn a_ca_made_by_openssl_is_adopted_and_used() {
     let ctx = TestContext::new("ca-openssl").await.unwrap();
     let secrets: Api<Secret> = ctx.api();
     secrets
-        .create(
-            &pp(),
-            &Secret {
-                metadata: ObjectMeta {
-                    name: Some("signing-key".into()),
-                    ..Default::default()
-                },
-                type_: Some("kubernetes.io/tls".into()),
-                data: Some(
-                    [
-                        ("tls.crt".to_string(), ByteString(crt.clone())),
-                        ("tls.key".to_string(), ByteString(key.clone())),
-                    ]
-                    .into(),
-                ),
-                ..Default::default()
-            },
-        )
+        .create(&pp(), &ca_secret_with(&crt, &key))
         .await
         .unwrap();
     let running = controller(&ctx, |_| {}).await;
@@ -202,27 +204,7 @@ async fn a_corrupt_ca_is_reported_never_replaced() {
     let ctx = TestContext::new("ca-corrupt").await.unwrap();
     let secrets: Api<Secret> = ctx.api();
     secrets
-        .create(
-            &pp(),
-            &Secret {
-                metadata: ObjectMeta {
-                    name: Some("signing-key".into()),
-                    ..Default::default()
-                },
-                type_: Some("kubernetes.io/tls".into()),
-                data: Some(
-                    [
-                        (
-                            "tls.crt".to_string(),
-                            ByteString(b"not a certificate".to_vec()),
-                        ),
-                        ("tls.key".to_string(), ByteString(b"not a key".to_vec())),
-                    ]
-                    .into(),
-                ),
-                ..Default::default()
-            },
-        )
+        .create(&pp(), &ca_secret_with(b"not a certificate", b"not a key"))
         .await
         .unwrap();
     let client = service_account_client(&ctx).await;

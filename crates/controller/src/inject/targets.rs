@@ -158,43 +158,35 @@ fn webhooks_injection<W: serde::Serialize>(
     Outcome::patch(json!({"metadata": {"resourceVersion": rv}, "webhooks": list}))
 }
 
-impl Target for MutatingWebhookConfiguration {
-    const KIND: &'static str = "mutatingwebhookconfiguration";
-    const ACCEPTS_ALPHA: bool = false;
-    const CLUSTER_SCOPED: bool = true;
+/// The two webhook configuration kinds differ only in their webhook type.
+macro_rules! webhook_configuration_target {
+    ($kind:ty, $name:literal) => {
+        impl Target for $kind {
+            const KIND: &'static str = $name;
+            const ACCEPTS_ALPHA: bool = false;
+            const CLUSTER_SCOPED: bool = true;
 
-    fn api(client: Client, _namespace: Option<&str>) -> Api<Self> {
-        Api::all(client)
-    }
+            fn api(client: Client, _namespace: Option<&str>) -> Api<Self> {
+                Api::all(client)
+            }
 
-    fn injection(&self, bundle: &str) -> Outcome {
-        webhooks_injection(
-            self.resource_version(),
-            self.webhooks.as_ref(),
-            bundle,
-            |w| w.client_config.ca_bundle.as_ref(),
-        )
-    }
+            fn injection(&self, bundle: &str) -> Outcome {
+                webhooks_injection(
+                    self.resource_version(),
+                    self.webhooks.as_ref(),
+                    bundle,
+                    |w| w.client_config.ca_bundle.as_ref(),
+                )
+            }
+        }
+    };
 }
 
-impl Target for ValidatingWebhookConfiguration {
-    const KIND: &'static str = "validatingwebhookconfiguration";
-    const ACCEPTS_ALPHA: bool = false;
-    const CLUSTER_SCOPED: bool = true;
-
-    fn api(client: Client, _namespace: Option<&str>) -> Api<Self> {
-        Api::all(client)
-    }
-
-    fn injection(&self, bundle: &str) -> Outcome {
-        webhooks_injection(
-            self.resource_version(),
-            self.webhooks.as_ref(),
-            bundle,
-            |w| w.client_config.ca_bundle.as_ref(),
-        )
-    }
-}
+webhook_configuration_target!(MutatingWebhookConfiguration, "mutatingwebhookconfiguration");
+webhook_configuration_target!(
+    ValidatingWebhookConfiguration,
+    "validatingwebhookconfiguration"
+);
 
 #[cfg(test)]
 mod tests {
