@@ -55,6 +55,11 @@ pub enum ServingError {
 }
 
 impl ServingError {
+    /// A write lost an optimistic-concurrency race (409): transient, not worth reporting.
+    pub fn is_conflict(&self) -> bool {
+        matches!(self, ServingError::Kube(kube::Error::Api(s)) if s.code == 409)
+    }
+
     /// Stable category for metrics and Event reasons.
     pub fn category(&self) -> &'static str {
         match self {
@@ -72,20 +77,39 @@ impl ServingError {
 /// Routes Secret events to the Service that requests that Secret name, including Secrets that
 /// are not ours (a conflicting Secret being deleted must wake up its Service at once).
 #[derive(Default)]
-struct SecretIndex(Mutex<HashMap<(String, String), String>>);
+struct SecretIndex(Mutex<IndexMaps>);
+
+/// `(namespace, secret) -> service` and its reverse, so an update is O(1).
+#[derive(Default)]
+struct IndexMaps {
+    by_secret: HashMap<(String, String), String>,
+    by_service: HashMap<(String, String), String>,
+}
 
 impl SecretIndex {
     fn set(&self, namespace: &str, secret: Option<&str>, service: &str) {
-        let Ok(mut map) = self.0.lock() else { return };
-        map.retain(|(ns, _), svc| !(ns == namespace && svc == service));
+        let Ok(mut maps) = self.0.lock() else { return };
+        let service_key = (namespace.to_string(), service.to_string());
+        if maps.by_service.get(&service_key).map(String::as_str) == secret {
+            return;
+        }
+        if let Some(old) = maps.by_service.remove(&service_key) {
+            let old_key = (namespace.to_string(), old);
+            if maps.by_secret.get(&old_key) == Some(&service_key.1) {
+                maps.by_secret.remove(&old_key);
+            }
+        }
         if let Some(secret) = secret {
-            map.insert((namespace.into(), secret.into()), service.into());
+            maps.by_secret
+                .insert((namespace.into(), secret.into()), service.into());
+            maps.by_service.insert(service_key, secret.into());
         }
     }
 
     fn get(&self, namespace: &str, secret: &str) -> Option<String> {
-        let map = self.0.lock().ok()?;
-        map.get(&(namespace.to_string(), secret.to_string()))
+        let maps = self.0.lock().ok()?;
+        maps.by_secret
+            .get(&(namespace.to_string(), secret.to_string()))
             .cloned()
     }
 }
@@ -213,6 +237,10 @@ fn route_secret(
 
 fn error_policy(svc: Arc<Service>, err: &ServingError, ctx: Arc<ServingContext>) -> Action {
     ctx.metrics.reconcile_error(CONTROLLER, err.category());
+    if err.is_conflict() {
+        // Someone changed the object between our read and write: retry soon from fresh state.
+        return Action::requeue(Duration::from_millis(500));
+    }
     let failures = decide::failure_count(svc.metadata.annotations.as_ref());
     Action::requeue(decide::retry_delay(failures, RETRY_CAP))
 }
@@ -221,7 +249,7 @@ async fn reconcile(svc: Arc<Service>, ctx: Arc<ServingContext>) -> Result<Action
     let started = Instant::now();
     let result = reconcile_service(&svc, &ctx).await;
     ctx.metrics.reconciled(CONTROLLER, started.elapsed());
-    if let Err(err) = &result {
+    if let Some(err) = result.as_ref().err().filter(|e| !e.is_conflict()) {
         warn!(service = %format!("{}/{}", svc.namespace().unwrap_or_default(), svc.name_any()),
               error = %err, category = err.category(), "serving certificate reconcile failed");
         // Record on the Service so users (and the original's tooling) see it.
@@ -682,4 +710,26 @@ async fn record_failure(
         }
     }
     apply_service_annotations(svc, ctx, wanted).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn secret_index_follows_the_requested_name() {
+        let index = SecretIndex::default();
+        index.set("ns", Some("a-tls"), "a");
+        index.set("ns", Some("b-tls"), "b");
+        assert_eq!(index.get("ns", "a-tls").as_deref(), Some("a"));
+        assert_eq!(index.get("other", "a-tls"), None);
+        // Renamed: the old name no longer routes to the Service.
+        index.set("ns", Some("a2-tls"), "a");
+        assert_eq!(index.get("ns", "a-tls"), None);
+        assert_eq!(index.get("ns", "a2-tls").as_deref(), Some("a"));
+        // Annotation removed.
+        index.set("ns", None, "a");
+        assert_eq!(index.get("ns", "a2-tls"), None);
+        assert_eq!(index.get("ns", "b-tls").as_deref(), Some("b"));
+    }
 }
