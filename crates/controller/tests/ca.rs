@@ -8,7 +8,9 @@ use std::process::Command;
 use std::sync::Arc;
 use std::time::Duration;
 
-use common::{WAIT, controller, data, service, service_account_client, test_config, wait_secret};
+use common::{
+    WAIT, controller, data, request_certificate, service_account_client, test_config, wait_secret,
+};
 use k8s_openapi::ByteString;
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::{ConfigMap, Event, Secret, Service};
@@ -168,13 +170,7 @@ async fn a_ca_made_by_openssl_is_adopted_and_used() {
         "my-own-ca"
     );
     let services: Api<Service> = ctx.api();
-    services
-        .create(
-            &pp(),
-            &service("web", &[(names::SECRET_NAME_BETA, "web-tls")], false),
-        )
-        .await
-        .unwrap();
+    request_certificate(&services, "web", "web-tls").await;
     let issued = wait_secret(&secrets, "web-tls", "serving secret", is_issued).await;
     verify_chain(
         &crt,
@@ -273,17 +269,7 @@ async fn automatic_rotation_keeps_old_and_new_clients_working() {
     .await
     .unwrap();
     for i in 0..3 {
-        services
-            .create(
-                &pp(),
-                &service(
-                    &format!("r{i}"),
-                    &[(names::SECRET_NAME_BETA, &format!("r{i}-tls"))],
-                    false,
-                ),
-            )
-            .await
-            .unwrap();
+        request_certificate(&services, &format!("r{i}"), &format!("r{i}-tls")).await;
     }
     let mut old_chains = vec![];
     for i in 0..3 {
@@ -504,13 +490,7 @@ async fn two_replicas_one_leader_failover_and_admin_endpoints() {
     // Only the leader writes.
     let services: Api<Service> = ctx.api();
     let secrets: Api<Secret> = ctx.api();
-    services
-        .create(
-            &pp(),
-            &service("one", &[(names::SECRET_NAME_BETA, "one-tls")], false),
-        )
-        .await
-        .unwrap();
+    request_certificate(&services, "one", "one-tls").await;
     wait_secret(&secrets, "one-tls", "issued by the leader", is_issued).await;
     assert!(replicas[leader_idx].2.issued_total() >= 1);
     assert_eq!(replicas[follower_idx].2.issued_total(), 0);
@@ -521,13 +501,7 @@ async fn two_replicas_one_leader_failover_and_admin_endpoints() {
     task.abort();
     let _ = task.await;
     let (_, _, follower_metrics, follower_task) = replicas.remove(0);
-    services
-        .create(
-            &pp(),
-            &service("two", &[(names::SECRET_NAME_BETA, "two-tls")], false),
-        )
-        .await
-        .unwrap();
+    request_certificate(&services, "two", "two-tls").await;
     let started = std::time::Instant::now();
     wait_secret(&secrets, "two-tls", "issued by the new leader", is_issued).await;
     eprintln!("failover: new leader issued after {:?}", started.elapsed());

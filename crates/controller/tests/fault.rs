@@ -5,7 +5,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::{data, service};
+use common::{data, request_certificate};
 use k8s_openapi::api::core::v1::{Namespace, Secret, Service};
 use kube::api::{ObjectMeta, PostParams};
 use kube::{Api, ResourceExt};
@@ -58,13 +58,7 @@ async fn controller_survives_an_api_server_restart() {
         .unwrap();
     let running = service_ca_controller::start(controller_client, cfg).unwrap();
     let services: Api<Service> = Api::namespaced(admin, ns);
-    services
-        .create(
-            &PostParams::default(),
-            &service("before", &[(names::SECRET_NAME_BETA, "before-tls")], false),
-        )
-        .await
-        .unwrap();
+    request_certificate(&services, "before", "before-tls").await;
     let secrets: Api<Secret> = Api::namespaced(env.client().await.unwrap(), ns);
     let before = issued(&secrets, "before-tls").await;
 
@@ -75,13 +69,7 @@ async fn controller_survives_an_api_server_restart() {
     let admin = env.client().await.unwrap();
     let services: Api<Service> = Api::namespaced(admin.clone(), ns);
     let secrets: Api<Secret> = Api::namespaced(admin, ns);
-    services
-        .create(
-            &PostParams::default(),
-            &service("after", &[(names::SECRET_NAME_BETA, "after-tls")], false),
-        )
-        .await
-        .unwrap();
+    request_certificate(&services, "after", "after-tls").await;
     issued(&secrets, "after-tls").await;
     // The Secret issued before the restart was left alone.
     let kept = secrets.get("before-tls").await.unwrap();

@@ -5,7 +5,9 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::{WAIT, annotation, controller, data, service, wait_secret, wait_service};
+use common::{
+    WAIT, annotation, controller, data, request_certificate, service, wait_secret, wait_service,
+};
 use k8s_openapi::ByteString;
 use k8s_openapi::api::core::v1::{Event, Secret, Service};
 use kube::api::{DeleteParams, ListParams, ObjectMeta, Patch, PatchParams, PostParams};
@@ -15,7 +17,6 @@ use service_ca_controller::names;
 use service_ca_testing::tls::{verify_chain, verify_key_matches};
 use service_ca_testing::{TestContext, eventually};
 
-const BETA: &str = names::SECRET_NAME_BETA;
 const ALPHA: &str = names::SECRET_NAME_ALPHA;
 
 fn pp() -> PostParams {
@@ -70,10 +71,7 @@ async fn annotated_service_gets_a_valid_tls_secret() {
     let running = controller(&ctx, |_| {}).await;
     let services: Api<Service> = ctx.api();
     let secrets: Api<Secret> = ctx.api();
-    let svc = services
-        .create(&pp(), &service("api", &[(BETA, "api-tls")], false))
-        .await
-        .unwrap();
+    let svc = request_certificate(&services, "api", "api-tls").await;
 
     let secret = wait_secret(&secrets, "api-tls", "serving secret", is_issued).await;
     assert_eq!(secret.type_.as_deref(), Some("kubernetes.io/tls"));
@@ -173,13 +171,7 @@ async fn valid_secret_causes_no_writes_even_after_restart() {
     let services: Api<Service> = ctx.api();
     let secrets: Api<Secret> = ctx.api();
     for i in 0..3 {
-        services
-            .create(
-                &pp(),
-                &service(&format!("s{i}"), &[(BETA, &format!("s{i}-tls"))], false),
-            )
-            .await
-            .unwrap();
+        request_certificate(&services, &format!("s{i}"), &format!("s{i}-tls")).await;
     }
     for i in 0..3 {
         wait_secret(&secrets, &format!("s{i}-tls"), "secret", is_issued).await;
@@ -241,10 +233,7 @@ async fn foreign_secret_is_never_touched_and_reported() {
         ..Default::default()
     };
     let foreign = secrets.create(&pp(), &foreign).await.unwrap();
-    services
-        .create(&pp(), &service("web", &[(BETA, "taken")], false))
-        .await
-        .unwrap();
+    request_certificate(&services, "web", "taken").await;
     let svc = wait_service(&services, "web", "error annotation", |s| {
         annotation(&s.metadata, names::ERROR_BETA).is_some()
     })
@@ -309,17 +298,8 @@ async fn bad_input_is_reported_without_a_hot_loop() {
     let running = controller(&ctx, |_| {}).await;
     let services: Api<Service> = ctx.api();
     let secrets: Api<Secret> = ctx.api();
-    services
-        .create(
-            &pp(),
-            &service("bad-name", &[(BETA, "invalid-${SECRET_NAME}")], false),
-        )
-        .await
-        .unwrap();
-    services
-        .create(&pp(), &service("empty", &[(BETA, "")], false))
-        .await
-        .unwrap();
+    request_certificate(&services, "bad-name", "invalid-${SECRET_NAME}").await;
+    request_certificate(&services, "empty", "").await;
     for name in ["bad-name", "empty"] {
         let svc = wait_service(&services, name, "error annotation", |s| {
             annotation(&s.metadata, names::ERROR_BETA).is_some()
@@ -337,10 +317,7 @@ async fn bad_input_is_reported_without_a_hot_loop() {
     );
 
     // Wrong type: replace our issued Secret by an Opaque one carrying our UID annotation.
-    services
-        .create(&pp(), &service("typed", &[(BETA, "typed-tls")], false))
-        .await
-        .unwrap();
+    request_certificate(&services, "typed", "typed-tls").await;
     wait_secret(&secrets, "typed-tls", "typed secret", is_issued).await;
     let uid = services.get("typed").await.unwrap().uid().unwrap();
     secrets
@@ -390,10 +367,7 @@ async fn damaged_secrets_are_repaired() {
     let running = controller(&ctx, |_| {}).await;
     let services: Api<Service> = ctx.api();
     let secrets: Api<Secret> = ctx.api();
-    services
-        .create(&pp(), &service("app", &[(BETA, "app-tls")], false))
-        .await
-        .unwrap();
+    request_certificate(&services, "app", "app-tls").await;
     let first = wait_secret(&secrets, "app-tls", "issued", is_issued).await;
     let serial = leaf_serial(&first);
     let pp_merge = PatchParams::default();
@@ -503,10 +477,7 @@ async fn service_turning_headless_is_reissued() {
     let running = controller(&ctx, |_| {}).await;
     let services: Api<Service> = ctx.api();
     let secrets: Api<Secret> = ctx.api();
-    services
-        .create(&pp(), &service("flip", &[(BETA, "flip-tls")], false))
-        .await
-        .unwrap();
+    request_certificate(&services, "flip", "flip-tls").await;
     let secret = wait_secret(&secrets, "flip-tls", "issued", is_issued).await;
     assert_eq!(leaf_names(&secret).len(), 2);
 
@@ -547,10 +518,7 @@ async fn near_expiry_is_renewed() {
     .await;
     let services: Api<Service> = ctx.api();
     let secrets: Api<Secret> = ctx.api();
-    services
-        .create(&pp(), &service("short", &[(BETA, "short-tls")], false))
-        .await
-        .unwrap();
+    request_certificate(&services, "short", "short-tls").await;
     let first = wait_secret(&secrets, "short-tls", "issued", is_issued).await;
     let serial = leaf_serial(&first);
     let renewed = wait_secret(&secrets, "short-tls", "renewed", |s| {
@@ -575,13 +543,7 @@ async fn ca_change_reissues_every_secret() {
     let services: Api<Service> = ctx.api();
     let secrets: Api<Secret> = ctx.api();
     for i in 0..3 {
-        services
-            .create(
-                &pp(),
-                &service(&format!("c{i}"), &[(BETA, &format!("c{i}-tls"))], false),
-            )
-            .await
-            .unwrap();
+        request_certificate(&services, &format!("c{i}"), &format!("c{i}-tls")).await;
     }
     let old_bundle = bundle(&running);
     for i in 0..3 {
@@ -631,13 +593,7 @@ async fn two_hundred_services_at_once() {
     let creates = (0..200).map(|i| {
         let services = services.clone();
         async move {
-            services
-                .create(
-                    &pp(),
-                    &service(&format!("b{i}"), &[(BETA, &format!("b{i}-tls"))], false),
-                )
-                .await
-                .unwrap();
+            request_certificate(&services, &format!("b{i}"), &format!("b{i}-tls")).await;
         }
     });
     futures::future::join_all(creates).await;

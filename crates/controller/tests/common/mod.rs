@@ -175,3 +175,18 @@ pub async fn wait_configmap(
 pub fn annotation<'a>(meta: &'a kube::api::ObjectMeta, key: &str) -> Option<&'a str> {
     meta.annotations.as_ref()?.get(key).map(String::as_str)
 }
+
+/// Creates a Service requesting a serving certificate in Secret `secret` (beta annotation).
+pub async fn request_certificate(services: &Api<Service>, name: &str, secret: &str) -> Service {
+    services
+        .create(
+            &kube::api::PostParams::default(),
+            &service(
+                name,
+                &[(service_ca_controller::names::SECRET_NAME_BETA, secret)],
+                false,
+            ),
+        )
+        .await
+        .expect("create Service")
+}
