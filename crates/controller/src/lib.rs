@@ -13,6 +13,7 @@ pub mod leader;
 pub mod metrics;
 pub mod names;
 pub mod serving;
+pub mod sync;
 
 use std::sync::Arc;
 
@@ -32,6 +33,8 @@ pub struct Running {
     pub metrics: Arc<Metrics>,
     /// The current CA, as the controllers see it.
     pub ca: ca::CaReceiver,
+    /// Completes once every controller's cache has synced.
+    pub caches: sync::CacheSync,
 }
 
 impl Running {
@@ -44,6 +47,13 @@ impl Running {
     /// Waits until the CA is loaded (or created).
     pub async fn wait_for_ca(&mut self) -> Option<Arc<SigningCa>> {
         self.ca.wait_for(Option::is_some).await.ok()?.clone()
+    }
+
+    /// Waits until the caches are synced and a usable CA is loaded: what readiness means.
+    pub async fn wait_ready(&self) {
+        let mut ca = self.ca.clone();
+        let _ = ca.wait_for(Option::is_some).await;
+        self.caches.wait().await;
     }
 }
 
@@ -78,6 +88,7 @@ pub fn start_with_metrics(
         cfg.key_pool_threads,
     ));
     let mut tasks = JoinSet::new();
+    let caches = sync::CacheSync::default();
 
     let ca_task = ca::run(
         client.clone(),
@@ -104,6 +115,7 @@ pub fn start_with_metrics(
     ));
     tasks.spawn(serving::run(
         serving_ctx,
+        caches.clone(),
         shutdown_signal(shutdown_rx.clone()),
     ));
 
@@ -112,6 +124,7 @@ pub fn start_with_metrics(
         ca_rx.clone(),
         events.clone(),
         metrics.clone(),
+        caches.clone(),
     ));
     let legacy = match (cfg.legacy_injector, &cfg.legacy_ca_file) {
         (false, _) => None,
@@ -137,6 +150,7 @@ pub fn start_with_metrics(
         tasks,
         metrics,
         ca: ca_rx,
+        caches,
     })
 }
 
@@ -203,22 +217,28 @@ pub async fn run(
         metrics.set_leader(true);
         ready.store(false, Ordering::Relaxed);
         metrics.set_ready(false);
-        let running = start_with_metrics(client.clone(), cfg.clone(), metrics.clone())?;
-        let mut ca = running.ca.clone();
+        let running = Arc::new(start_with_metrics(
+            client.clone(),
+            cfg.clone(),
+            metrics.clone(),
+        )?);
         let ready_flag = ready.clone();
         let ready_metrics = metrics.clone();
+        let watched = running.clone();
         let readiness = tokio::spawn(async move {
-            if ca.wait_for(Option::is_some).await.is_ok() {
-                ready_flag.store(true, Ordering::Relaxed);
-                ready_metrics.set_ready(true);
-            }
+            watched.wait_ready().await;
+            ready_flag.store(true, Ordering::Relaxed);
+            ready_metrics.set_ready(true);
         });
         let shutting_down = tokio::select! {
             _ = &mut shutdown => true,
             _ = leading_rx.wait_for(|l| !*l) => false,
         };
         readiness.abort();
-        running.stop().await;
+        let _ = readiness.await;
+        if let Ok(running) = Arc::try_unwrap(running) {
+            running.stop().await;
+        }
         if shutting_down {
             leader::release(
                 client.clone(),

@@ -217,6 +217,12 @@ async fn a_corrupt_ca_is_reported_never_replaced() {
     })
     .await;
     assert!(running.ca.borrow().is_none());
+    // Not ready: readiness needs a usable CA.
+    assert!(
+        tokio::time::timeout(Duration::from_secs(2), running.wait_ready())
+            .await
+            .is_err()
+    );
     let live = secrets.get("signing-key").await.unwrap();
     assert_eq!(data(&live, "tls.crt").unwrap(), b"not a certificate");
     assert!(running.metrics.encode().contains("category=\"ca-corrupt\""));

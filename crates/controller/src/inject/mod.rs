@@ -110,16 +110,24 @@ pub struct InjectContext {
     ca: CaReceiver,
     events: EventSink,
     metrics: Arc<Metrics>,
+    caches: crate::sync::CacheSync,
 }
 
 impl InjectContext {
     /// Bundles what reconciles need.
-    pub fn new(client: Client, ca: CaReceiver, events: EventSink, metrics: Arc<Metrics>) -> Self {
+    pub fn new(
+        client: Client,
+        ca: CaReceiver,
+        events: EventSink,
+        metrics: Arc<Metrics>,
+        caches: crate::sync::CacheSync,
+    ) -> Self {
         Self {
             client,
             ca,
             events,
             metrics,
+            caches,
         }
     }
 }
@@ -206,6 +214,7 @@ pub async fn run<K: Target>(
     PartialObjectMeta<K>: Resource<DynamicType = ()>,
 {
     let (reader, writer) = reflector::store();
+    ctx.caches.track(reader.clone());
     let ca_changes = ca_change_stream(ctx.ca.clone());
     let watch_api = K::api(ctx.client.clone(), cfg.watch_namespace.as_deref());
     #[allow(deprecated)]

@@ -167,6 +167,7 @@ fn is_headless(svc: &Service) -> bool {
 /// Runs the controller until `shutdown` resolves.
 pub async fn run(
     ctx: Arc<ServingContext>,
+    caches: crate::sync::CacheSync,
     shutdown: impl std::future::Future<Output = ()> + Send + Sync + 'static,
 ) {
     let (services, secrets): (Api<Service>, Api<PartialObjectMeta<Secret>>) =
@@ -178,6 +179,7 @@ pub async fn run(
             None => (Api::all(ctx.client.clone()), Api::all(ctx.client.clone())),
         };
     let (reader, writer) = reflector::store();
+    caches.track(reader.clone());
     let service_events = watcher(services, watcher::Config::default())
         .default_backoff()
         .reflect(writer)

@@ -102,11 +102,10 @@ pub async fn controller(ctx: &TestContext, tweak: impl FnOnce(&mut Config)) -> R
         ..Config::default()
     };
     tweak(&mut cfg);
-    let mut running = service_ca_controller::start(client, cfg).expect("valid config");
-    tokio::time::timeout(WAIT, running.wait_for_ca())
+    let running = service_ca_controller::start(client, cfg).expect("valid config");
+    tokio::time::timeout(WAIT, running.wait_ready())
         .await
-        .expect("CA loaded in time")
-        .expect("CA channel open");
+        .expect("CA loaded and caches synced in time");
     running
 }
 
