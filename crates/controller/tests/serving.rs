@@ -472,7 +472,7 @@ async fn damaged_secrets_are_repaired() {
 }
 
 #[tokio::test]
-async fn service_turning_headless_is_reissued() {
+async fn service_turning_headless_and_back_is_reissued() {
     let ctx = TestContext::new("serving-headless").await.unwrap();
     let running = controller(&ctx, |_| {}).await;
     let services: Api<Service> = ctx.api();
@@ -504,6 +504,29 @@ async fn service_turning_headless_is_reissued() {
     })
     .await;
     assert!(leaf_names(&secret)[0].starts_with("*."));
+
+    // And back: through ExternalName again to a ClusterIP Service with an allocated address.
+    services
+        .patch(
+            "flip",
+            &pp_merge,
+            &Patch::Merge(json!({"spec": {"type": "ExternalName", "externalName": "example.com", "clusterIP": null, "clusterIPs": null, "selector": null}})),
+        )
+        .await
+        .unwrap();
+    services
+        .patch(
+            "flip",
+            &pp_merge,
+            &Patch::Merge(json!({"spec": {"type": "ClusterIP", "externalName": null, "selector": {"app": "flip"}}})),
+        )
+        .await
+        .unwrap();
+    let secret = wait_secret(&secrets, "flip-tls", "non-headless SANs again", |s| {
+        leaf_names(s).len() == 2
+    })
+    .await;
+    assert!(!leaf_names(&secret)[0].starts_with("*."));
     running.stop().await;
 }
 
