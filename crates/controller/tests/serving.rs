@@ -54,6 +54,18 @@ fn bundle(running: &service_ca_controller::Running) -> Vec<u8> {
         .into_bytes()
 }
 
+/// Waits until an Event with `reason` about the object `name` exists in the test namespace.
+async fn wait_event(ctx: &TestContext, name: &str, reason: &str) {
+    eventually(WAIT, reason, || async {
+        events_for(ctx, name)
+            .await
+            .iter()
+            .any(|e| e.reason.as_deref() == Some(reason))
+            .then_some(())
+    })
+    .await
+}
+
 async fn events_for(ctx: &TestContext, name: &str) -> Vec<Event> {
     Api::<Event>::namespaced(ctx.client.clone(), &ctx.namespace)
         .list(&ListParams::default())
@@ -125,13 +137,8 @@ async fn annotated_service_gets_a_valid_tls_secret() {
         annotation(&svc.metadata, names::SIGNED_BY_ALPHA),
         Some(cn.as_str())
     );
-    let events = events_for(&ctx, "api").await;
-    assert!(
-        events
-            .iter()
-            .any(|e| e.reason.as_deref() == Some("ServingCertIssued")),
-        "{events:?}"
-    );
+    // The Event is recorded after the writes it reports on.
+    wait_event(&ctx, "api", "ServingCertIssued").await;
     running.stop().await;
 }
 
@@ -248,14 +255,7 @@ async fn foreign_secret_is_never_touched_and_reported() {
     let live = secrets.get("taken").await.unwrap();
     assert_eq!(live.resource_version(), foreign.resource_version());
     assert_eq!(data(&live, "user").as_deref(), Some(&b"precious"[..]));
-    eventually(WAIT, "ServingCertFailed event", || async {
-        events_for(&ctx, "web")
-            .await
-            .iter()
-            .any(|e| e.reason.as_deref() == Some("ServingCertFailed"))
-            .then_some(())
-    })
-    .await;
+    wait_event(&ctx, "web", "ServingCertFailed").await;
 
     // No hot loop: the failure is retried with back-off, not on our own writes.
     let writes = running.metrics.writes_of("serving");
@@ -548,13 +548,7 @@ async fn near_expiry_is_renewed() {
         is_issued(s) && leaf_serial(s) != serial
     })
     .await;
-    let events = events_for(&ctx, "short").await;
-    assert!(
-        events
-            .iter()
-            .any(|e| e.reason.as_deref() == Some("ServingCertRenewed")),
-        "{events:?}"
-    );
+    wait_event(&ctx, "short", "ServingCertRenewed").await;
     let _ = renewed;
     running.stop().await;
 }
