@@ -165,23 +165,21 @@ pub async fn reconcile(
     {
         None => {
             let ca = SigningCa::create(&cfg.ca, now)?;
-            write_new_ca(&secrets, cfg, live.as_ref(), &ca).await?;
+            let written = write_new_ca(&secrets, cfg, live.as_ref(), &ca).await?;
             info!(ca = %ca.subject_cn(), "created a new service CA");
-            if let Ok(obj) = secrets.get(&cfg.ca_secret).await {
-                events
-                    .publish(
-                        &obj.object_ref(&()),
-                        EventType::Normal,
-                        "ServiceCACreated",
-                        "Create",
-                        format!(
-                            "created CA {} valid until {}",
-                            ca.subject_cn(),
-                            ca.not_after()
-                        ),
-                    )
-                    .await;
-            }
+            events
+                .publish(
+                    &written.object_ref(&()),
+                    EventType::Normal,
+                    "ServiceCACreated",
+                    "Create",
+                    format!(
+                        "created CA {} valid until {}",
+                        ca.subject_cn(),
+                        ca.not_after()
+                    ),
+                )
+                .await;
             ca
         }
         Some((secret, tls_crt)) => {
@@ -263,7 +261,7 @@ async fn write_new_ca(
     cfg: &Config,
     existing: Option<&Secret>,
     ca: &SigningCa,
-) -> Result<(), CaError> {
+) -> Result<Secret, CaError> {
     let data: BTreeMap<String, ByteString> = [
         (
             names::TLS_CRT.to_string(),
@@ -292,7 +290,7 @@ async fn write_new_ca(
                 data: Some(data),
                 ..Default::default()
             };
-            secrets.create(&pp, &secret).await?;
+            Ok(secrets.create(&pp, &secret).await?)
         }
         Some(existing) => {
             // A Secret with an empty tls.crt: keep its metadata, replace its data (spec §9.2).
@@ -305,10 +303,9 @@ async fn write_new_ca(
                 annotations.entry(k).or_insert(v);
             }
             updated.data = Some(data);
-            secrets.replace(&cfg.ca_secret, &pp, &updated).await?;
+            Ok(secrets.replace(&cfg.ca_secret, &pp, &updated).await?)
         }
     }
-    Ok(())
 }
 
 async fn write_rotation(

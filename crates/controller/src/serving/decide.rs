@@ -264,8 +264,12 @@ pub fn decide(
 /// the certificate's own lifetime. A leaf capped by a CA that expires soon (or a short-lived test
 /// configuration) is thus renewed in the second half of its life, never in a loop.
 pub fn effective_margin(renew_before: Duration, leaf: &service_ca_pki::CertInfo) -> Duration {
-    let half = Duration::try_from((leaf.not_after - leaf.not_before) / 2).unwrap_or(Duration::ZERO);
-    renew_before.min(half)
+    margin_for_lifetime(renew_before, leaf.not_after - leaf.not_before)
+}
+
+/// [`effective_margin`] for a certificate of the given lifetime.
+pub fn margin_for_lifetime(renew_before: Duration, lifetime: time::Duration) -> Duration {
+    renew_before.min(Duration::try_from(lifetime / 2).unwrap_or(Duration::ZERO))
 }
 
 /// Whether the Secret's informational metadata matches what an issuance would write.

@@ -326,11 +326,7 @@ async fn reconcile_service(svc: &Service, ctx: &ServingContext) -> Result<Action
                     ),
                 )
                 .await;
-            let lifetime = not_after - now;
-            let margin = ctx
-                .cfg
-                .renew_before
-                .min(Duration::try_from(lifetime / 2).unwrap_or(Duration::ZERO));
+            let margin = decide::margin_for_lifetime(ctx.cfg.renew_before, not_after - now);
             Ok(requeue_at(not_after - margin, now))
         }
         Decision::Tidy(tidy) => {
