@@ -6,7 +6,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::controller;
+use common::{controller, current_bundle, wait_for_new_bundle};
 use k8s_openapi::api::admissionregistration::v1::{
     MutatingWebhookConfiguration, ValidatingWebhookConfiguration,
 };
@@ -162,15 +162,9 @@ async fn cluster_scoped_kinds_get_the_bundle() {
         .unwrap();
 
     let running = controller(&ctx, |cfg| cfg.cluster_scoped_injection = true).await;
-    let bundle = running
-        .ca
-        .borrow()
-        .as_ref()
-        .unwrap()
-        .bundle_pem()
-        .into_bytes();
+    let bundle = current_bundle(&running);
     eventually(WAIT, "all kinds injected", || {
-        all_injected(&client, &suffix, &bundle)
+        all_injected(&client, &suffix, bundle.as_bytes())
     })
     .await;
 
@@ -197,7 +191,7 @@ async fn cluster_scoped_kinds_get_the_bundle() {
         (hooks.len() == 3
             && hooks
                 .iter()
-                .all(|w| bytes(w.client_config.ca_bundle.as_ref()) == Some(&bundle[..])))
+                .all(|w| bytes(w.client_config.ca_bundle.as_ref()) == Some(bundle.as_bytes())))
         .then_some(())
     })
     .await;
@@ -213,7 +207,7 @@ async fn cluster_scoped_kinds_get_the_bundle() {
     eventually(WAIT, "CRD annotated later injected", || async {
         let c = crds.get(&later).await.ok()?;
         let cc = c.spec.conversion?.webhook?.client_config?;
-        (bytes(cc.ca_bundle.as_ref()) == Some(&bundle[..])).then_some(())
+        (bytes(cc.ca_bundle.as_ref()) == Some(bundle.as_bytes())).then_some(())
     })
     .await;
 
@@ -247,7 +241,7 @@ async fn cluster_scoped_kinds_get_the_bundle() {
         .await
         .unwrap();
     eventually(WAIT, "APIService restored", || {
-        all_injected(&client, &suffix, &bundle)
+        all_injected(&client, &suffix, bundle.as_bytes())
     })
     .await;
 
@@ -281,26 +275,9 @@ async fn cluster_scoped_kinds_get_the_bundle() {
         .delete("signing-key", &DeleteParams::default())
         .await
         .unwrap();
-    let mut rx = running.ca.clone();
-    tokio::time::timeout(
-        WAIT,
-        rx.wait_for(|ca| {
-            ca.as_ref()
-                .is_some_and(|ca| ca.bundle_pem().as_bytes() != bundle)
-        }),
-    )
-    .await
-    .expect("new CA")
-    .unwrap();
-    let new_bundle = running
-        .ca
-        .borrow()
-        .as_ref()
-        .unwrap()
-        .bundle_pem()
-        .into_bytes();
+    let new_bundle = wait_for_new_bundle(&running, &bundle, WAIT).await;
     eventually(WAIT, "all kinds re-injected", || {
-        all_injected(&client, &suffix, &new_bundle)
+        all_injected(&client, &suffix, new_bundle.as_bytes())
     })
     .await;
     let kept = validating_api.get(&released).await.unwrap();
@@ -320,5 +297,4 @@ async fn cluster_scoped_kinds_get_the_bundle() {
             &DeleteParams::default(),
         )
         .await;
-    let _ = apiservice.name_any();
 }

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use futures::StreamExt;
 
-use common::{controller, wait_configmap};
+use common::{controller, current_bundle, wait_configmap, wait_for_new_bundle};
 use k8s_openapi::ByteString;
 use k8s_openapi::api::core::v1::{ConfigMap, Event, Secret};
 use kube::api::{DeleteParams, ListParams, ObjectMeta, Patch, PatchParams, PostParams};
@@ -35,10 +35,6 @@ fn injected(cm: &ConfigMap, bundle: &str) -> bool {
     cm.data.as_ref().is_some_and(|d| {
         d.len() == 1 && d.get(names::SERVICE_CA_CRT).map(String::as_str) == Some(bundle)
     })
-}
-
-fn current_bundle(running: &service_ca_controller::Running) -> String {
-    running.ca.borrow().as_ref().expect("CA").bundle_pem()
 }
 
 #[tokio::test]
@@ -151,15 +147,7 @@ async fn configmaps_get_the_bundle_and_keep_it() {
         .delete("signing-key", &DeleteParams::default())
         .await
         .unwrap();
-    let mut rx = running.ca.clone();
-    tokio::time::timeout(
-        common::WAIT,
-        rx.wait_for(|ca| ca.as_ref().is_some_and(|ca| ca.bundle_pem() != bundle)),
-    )
-    .await
-    .expect("new CA")
-    .unwrap();
-    let new_bundle = current_bundle(&running);
+    let new_bundle = wait_for_new_bundle(&running, &bundle, common::WAIT).await;
     for name in ["with-data", "alpha-upper"] {
         wait_configmap(&cms, name, "re-injected after CA change", |c| {
             injected(c, &new_bundle)

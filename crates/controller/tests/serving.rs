@@ -6,7 +6,8 @@ mod common;
 use std::time::{Duration, Instant};
 
 use common::{
-    WAIT, annotation, controller, data, request_certificate, service, wait_secret, wait_service,
+    WAIT, annotation, controller, current_bundle, data, request_certificate, service,
+    wait_for_new_bundle, wait_secret, wait_service,
 };
 use k8s_openapi::ByteString;
 use k8s_openapi::api::core::v1::{Event, Secret, Service};
@@ -42,16 +43,6 @@ fn leaf_names(s: &Secret) -> Vec<String> {
         .ok()
         .and_then(|c| c.first().map(|c| c.dns_names.clone()))
         .unwrap_or_default()
-}
-
-fn bundle(running: &service_ca_controller::Running) -> Vec<u8> {
-    running
-        .ca
-        .borrow()
-        .as_ref()
-        .expect("CA loaded")
-        .bundle_pem()
-        .into_bytes()
 }
 
 /// Waits until an Event with `reason` about the object `name` exists in the test namespace.
@@ -93,7 +84,7 @@ async fn annotated_service_gets_a_valid_tls_secret() {
     );
     let crt = data(&secret, names::TLS_CRT).unwrap();
     let key = data(&secret, names::TLS_KEY).unwrap();
-    let bundle = bundle(&running);
+    let bundle = current_bundle(&running);
     for name in [
         format!("api.{}.svc", ctx.namespace),
         format!("api.{}.svc.cluster.local", ctx.namespace),
@@ -167,7 +158,12 @@ async fn alpha_annotation_and_headless_service() {
     got.sort();
     assert_eq!(got, expected);
     let crt = data(&secret, names::TLS_CRT).unwrap();
-    verify_chain(&bundle(&running), &crt, &format!("pod-0.db.{ns}.svc")).unwrap();
+    verify_chain(
+        current_bundle(&running),
+        &crt,
+        &format!("pod-0.db.{ns}.svc"),
+    )
+    .unwrap();
     running.stop().await;
 }
 
@@ -447,7 +443,7 @@ async fn damaged_secrets_are_repaired() {
     );
     assert!(
         verify_chain(
-            &bundle(&running),
+            current_bundle(&running),
             &data(&reissued, names::TLS_CRT).unwrap(),
             &format!("app.{}.svc", ctx.namespace)
         )
@@ -471,6 +467,21 @@ async fn damaged_secrets_are_repaired() {
     running.stop().await;
 }
 
+/// Changes a Service's clusterIP the only way the API allows: through type ExternalName and back
+/// to ClusterIP with `cluster_ip` ("None" for headless, None for an allocated address).
+async fn switch_cluster_ip(services: &Api<Service>, name: &str, cluster_ip: Option<&str>) {
+    let external = json!({"spec": {"type": "ExternalName", "externalName": "example.com",
+        "clusterIP": null, "clusterIPs": null, "selector": null}});
+    let cluster = json!({"spec": {"type": "ClusterIP", "externalName": null,
+        "clusterIP": cluster_ip, "selector": {"app": name}}});
+    for spec in [external, cluster] {
+        services
+            .patch(name, &PatchParams::default(), &Patch::Merge(spec))
+            .await
+            .unwrap();
+    }
+}
+
 #[tokio::test]
 async fn service_turning_headless_and_back_is_reissued() {
     let ctx = TestContext::new("serving-headless").await.unwrap();
@@ -482,23 +493,7 @@ async fn service_turning_headless_and_back_is_reissued() {
     assert_eq!(leaf_names(&secret).len(), 2);
 
     // clusterIP is immutable; going through ExternalName is the API's way to make it headless.
-    let pp_merge = PatchParams::default();
-    services
-        .patch(
-            "flip",
-            &pp_merge,
-            &Patch::Merge(json!({"spec": {"type": "ExternalName", "externalName": "example.com", "clusterIP": null, "clusterIPs": null, "selector": null}})),
-        )
-        .await
-        .unwrap();
-    services
-        .patch(
-            "flip",
-            &pp_merge,
-            &Patch::Merge(json!({"spec": {"type": "ClusterIP", "externalName": null, "clusterIP": "None", "selector": {"app": "flip"}}})),
-        )
-        .await
-        .unwrap();
+    switch_cluster_ip(&services, "flip", Some("None")).await;
     let secret = wait_secret(&secrets, "flip-tls", "headless SANs", |s| {
         leaf_names(s).len() == 4
     })
@@ -506,22 +501,7 @@ async fn service_turning_headless_and_back_is_reissued() {
     assert!(leaf_names(&secret)[0].starts_with("*."));
 
     // And back: through ExternalName again to a ClusterIP Service with an allocated address.
-    services
-        .patch(
-            "flip",
-            &pp_merge,
-            &Patch::Merge(json!({"spec": {"type": "ExternalName", "externalName": "example.com", "clusterIP": null, "clusterIPs": null, "selector": null}})),
-        )
-        .await
-        .unwrap();
-    services
-        .patch(
-            "flip",
-            &pp_merge,
-            &Patch::Merge(json!({"spec": {"type": "ClusterIP", "externalName": null, "selector": {"app": "flip"}}})),
-        )
-        .await
-        .unwrap();
+    switch_cluster_ip(&services, "flip", None).await;
     let secret = wait_secret(&secrets, "flip-tls", "non-headless SANs again", |s| {
         leaf_names(s).len() == 2
     })
@@ -544,12 +524,11 @@ async fn near_expiry_is_renewed() {
     request_certificate(&services, "short", "short-tls").await;
     let first = wait_secret(&secrets, "short-tls", "issued", is_issued).await;
     let serial = leaf_serial(&first);
-    let renewed = wait_secret(&secrets, "short-tls", "renewed", |s| {
+    wait_secret(&secrets, "short-tls", "renewed", |s| {
         is_issued(s) && leaf_serial(s) != serial
     })
     .await;
     wait_event(&ctx, "short", "ServingCertRenewed").await;
-    let _ = renewed;
     running.stop().await;
 }
 
@@ -562,7 +541,7 @@ async fn ca_change_reissues_every_secret() {
     for i in 0..3 {
         request_certificate(&services, &format!("c{i}"), &format!("c{i}-tls")).await;
     }
-    let old_bundle = bundle(&running);
+    let old_bundle = current_bundle(&running);
     for i in 0..3 {
         wait_secret(&secrets, &format!("c{i}-tls"), "issued", is_issued).await;
     }
@@ -571,18 +550,7 @@ async fn ca_change_reissues_every_secret() {
         .delete("signing-key", &DeleteParams::default())
         .await
         .unwrap();
-    let mut ca_rx = running.ca.clone();
-    tokio::time::timeout(
-        WAIT,
-        ca_rx.wait_for(|ca| {
-            ca.as_ref()
-                .is_some_and(|ca| ca.bundle_pem().into_bytes() != old_bundle)
-        }),
-    )
-    .await
-    .expect("new CA in time")
-    .unwrap();
-    let new_bundle = bundle(&running);
+    let new_bundle = wait_for_new_bundle(&running, &old_bundle, WAIT).await;
     for i in 0..3 {
         let name = format!("c{i}.{}.svc", ctx.namespace);
         let secret = wait_secret(
@@ -614,7 +582,7 @@ async fn two_hundred_services_at_once() {
         }
     });
     futures::future::join_all(creates).await;
-    let bundle = bundle(&running);
+    let bundle = current_bundle(&running);
     let all = eventually(Duration::from_secs(300), "200 secrets", || async {
         let list = secrets
             .list(&ListParams::default().labels("app.kubernetes.io/managed-by=service-ca"))

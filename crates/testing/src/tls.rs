@@ -17,7 +17,12 @@ fn certs(pem: &[u8]) -> Result<Vec<CertificateDer<'static>>, String> {
 
 /// Verifies `chain_pem` (leaf first) against the trust anchors in `bundle_pem` for `dns_name`,
 /// at the current time.
-pub fn verify_chain(bundle_pem: &[u8], chain_pem: &[u8], dns_name: &str) -> Result<(), String> {
+pub fn verify_chain(
+    bundle_pem: impl AsRef<[u8]>,
+    chain_pem: &[u8],
+    dns_name: &str,
+) -> Result<(), String> {
+    let bundle_pem = bundle_pem.as_ref();
     let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
     let mut roots = RootCertStore::empty();
     for cert in certs(bundle_pem)? {

@@ -359,7 +359,6 @@ mod tests {
 
     struct Fixture {
         ca: SigningCa,
-        other_ca: SigningCa,
         crt: String,
         key: String,
         other_crt: String,
@@ -411,7 +410,6 @@ mod tests {
         let svc_annotations = [(names::SECRET_NAME_BETA.to_string(), "api-tls".to_string())].into();
         Fixture {
             ca,
-            other_ca,
             crt,
             key,
             other_crt,
@@ -676,7 +674,6 @@ mod tests {
                 "{what}"
             );
         }
-        let _ = &f.other_ca;
     }
 
     #[test]

@@ -189,3 +189,26 @@ pub async fn request_certificate(services: &Api<Service>, name: &str, secret: &s
         .await
         .expect("create Service")
 }
+
+/// The CA bundle the controllers currently inject and publish.
+pub fn current_bundle(running: &Running) -> String {
+    running
+        .ca
+        .borrow()
+        .as_ref()
+        .expect("CA loaded")
+        .bundle_pem()
+}
+
+/// Waits (up to `timeout`) until the CA bundle differs from `old`, and returns the new one.
+pub async fn wait_for_new_bundle(running: &Running, old: &str, timeout: Duration) -> String {
+    let mut rx = running.ca.clone();
+    tokio::time::timeout(
+        timeout,
+        rx.wait_for(|ca| ca.as_ref().is_some_and(|ca| ca.bundle_pem() != old)),
+    )
+    .await
+    .expect("the CA changed in time")
+    .expect("CA channel open");
+    current_bundle(running)
+}
