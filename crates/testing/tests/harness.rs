@@ -70,22 +70,27 @@ async fn watch_sees_created_secret() {
     );
 }
 
+/// Server-side applies ConfigMap `settings` with `data.a = value` as manager `service-ca-test`.
+async fn apply_settings(cms: &Api<ConfigMap>, value: &str) -> ConfigMap {
+    let body = json!({
+        "apiVersion": "v1", "kind": "ConfigMap",
+        "metadata": {"name": "settings"},
+        "data": {"a": value}
+    });
+    cms.patch(
+        "settings",
+        &PatchParams::apply("service-ca-test"),
+        &Patch::Apply(body),
+    )
+    .await
+    .unwrap()
+}
+
 #[tokio::test]
 async fn server_side_apply_and_stale_update_conflict() {
     let ctx = TestContext::new("harness-ssa").await.unwrap();
     let cms: Api<ConfigMap> = ctx.api();
-    let applied = cms
-        .patch(
-            "settings",
-            &PatchParams::apply("service-ca-test"),
-            &Patch::Apply(json!({
-                "apiVersion": "v1", "kind": "ConfigMap",
-                "metadata": {"name": "settings"},
-                "data": {"a": "1"}
-            })),
-        )
-        .await
-        .unwrap();
+    let applied = apply_settings(&cms, "1").await;
     let managers: Vec<_> = applied
         .managed_fields()
         .iter()
@@ -97,18 +102,7 @@ async fn server_side_apply_and_stale_update_conflict() {
     );
 
     // A second apply by the same manager changes the value in place.
-    let updated = cms
-        .patch(
-            "settings",
-            &PatchParams::apply("service-ca-test"),
-            &Patch::Apply(json!({
-                "apiVersion": "v1", "kind": "ConfigMap",
-                "metadata": {"name": "settings"},
-                "data": {"a": "2"}
-            })),
-        )
-        .await
-        .unwrap();
+    let updated = apply_settings(&cms, "2").await;
     assert_eq!(updated.data.as_ref().unwrap()["a"], "2");
 
     // Updating with the first, now stale, resourceVersion is refused with 409 Conflict.
