@@ -14,7 +14,7 @@ use x509_parser::x509::X509Name;
 
 use crate::PkiError;
 use crate::der::{is_printable, rsa_modulus};
-use crate::inspect::{CertInfo, cert_pem, pem_cert_ders};
+use crate::inspect::{CertInfo, cert_pem};
 use crate::key::{KeyAlgorithm, PrivateKey, generate_key};
 
 const DAY: u64 = 24 * 60 * 60;
@@ -333,6 +333,28 @@ fn concat_pem<'a>(ders: impl IntoIterator<Item = &'a [u8]>) -> String {
     ders.into_iter().map(cert_pem).collect()
 }
 
+/// DER bodies of the CERTIFICATE blocks of a certificate field of the CA Secret.
+///
+/// Any block with another label (a private key, say) is refused: these fields are published to
+/// every tenant. CERTIFICATE blocks with PEM headers are skipped, as in [`crate::pem_cert_ders`].
+fn cert_field_ders(pem_bytes: &[u8], field: &'static str) -> Result<Vec<Vec<u8>>, PkiError> {
+    let blocks = pem::parse_many(pem_bytes)
+        .map_err(|e| PkiError::CertificateParse(format!("{field}: {e}")))?;
+    let mut ders = Vec::with_capacity(blocks.len());
+    for b in blocks {
+        if b.tag() != "CERTIFICATE" {
+            return Err(PkiError::NonCertificateInCertField {
+                field,
+                label: b.tag().to_string(),
+            });
+        }
+        if b.headers().iter().next().is_none() {
+            ders.push(b.into_contents());
+        }
+    }
+    Ok(ders)
+}
+
 fn non_empty(b: Option<&[u8]>) -> Option<&[u8]> {
     b.filter(|b| !b.iter().all(|c| c.is_ascii_whitespace()))
 }
@@ -369,28 +391,30 @@ impl SigningCa {
         })
     }
 
-    /// Adopt the data of an existing CA Secret; the original PEM texts are kept byte-for-byte.
+    /// Adopt the data of an existing CA Secret.
+    ///
+    /// Certificate fields (`tls.crt`, `ca-bundle.crt`, `intermediate-ca.crt`) may hold only
+    /// `CERTIFICATE` PEM blocks: any other block (a private key, say) is refused with
+    /// [`PkiError::NonCertificateInCertField`]. Everything this CA publishes is re-encoded from
+    /// the parsed DER (canonical PEM, see [`cert_pem`]), never copied from the input text; for
+    /// standard PEM (as Go's `pem.Encode` writes it) that is byte-identical to the input. The key
+    /// PEM (`tls.key`) is kept byte-for-byte.
+    ///
+    /// An expired CA is adopted like any other (use [`SigningCa::is_expired`] /
+    /// [`SigningCa::needs_rotation`] and rotate it); `_now` is kept for API stability.
     pub fn from_secret_data(
         tls_crt: &[u8],
         tls_key: &[u8],
         ca_bundle: Option<&[u8]>,
         intermediate: Option<&[u8]>,
-        now: OffsetDateTime,
+        _now: OffsetDateTime,
     ) -> Result<Self, PkiError> {
-        let tls_crt_pem = String::from_utf8(tls_crt.to_vec())
-            .map_err(|_| PkiError::CertificateParse("tls.crt is not valid PEM text".into()))?;
-        let ders = pem_cert_ders(tls_crt)?;
+        let ders = cert_field_ders(tls_crt, "tls.crt")?;
         let first = ders.first().ok_or(PkiError::NoCertificate("tls.crt"))?;
         let cert = CertInfo::from_der(first)?;
         if !cert.is_ca {
             return Err(PkiError::NotCa {
                 cn: cert.subject_cn,
-            });
-        }
-        if now >= cert.not_after {
-            return Err(PkiError::CaExpired {
-                cn: cert.subject_cn,
-                not_after: cert.not_after,
             });
         }
         let key_text = std::str::from_utf8(tls_key)
@@ -403,18 +427,17 @@ impl SigningCa {
         }
         let ca_bundle_pem = match non_empty(ca_bundle) {
             Some(b) => {
-                if pem_cert_ders(b)?.is_empty() {
+                let bundle = cert_field_ders(b, "ca-bundle.crt")?;
+                if bundle.is_empty() {
                     return Err(PkiError::NoCertificate("ca-bundle.crt"));
                 }
-                Some(String::from_utf8(b.to_vec()).map_err(|_| {
-                    PkiError::CertificateParse("ca-bundle.crt is not valid PEM text".into())
-                })?)
+                Some(concat_pem(bundle.iter().map(Vec::as_slice)))
             }
             None => None,
         };
         let intermediate = match non_empty(intermediate) {
             Some(b) => {
-                let mut i = pem_cert_ders(b)?;
+                let mut i = cert_field_ders(b, "intermediate-ca.crt")?;
                 if i.len() != 1 {
                     return Err(PkiError::IntermediateCount { found: i.len() });
                 }
@@ -427,7 +450,7 @@ impl SigningCa {
         };
         Ok(SigningCa {
             cert,
-            tls_crt_pem,
+            tls_crt_pem: concat_pem(ders.iter().map(Vec::as_slice)),
             tls_crt_ders: ders,
             key,
             ca_bundle_pem,
@@ -435,7 +458,7 @@ impl SigningCa {
         })
     }
 
-    /// `tls.crt`: the current CA certificate PEM.
+    /// `tls.crt`: the current CA certificate PEM (canonical, re-encoded from DER).
     pub fn tls_crt_pem(&self) -> String {
         self.tls_crt_pem.clone()
     }
@@ -445,12 +468,12 @@ impl SigningCa {
         self.key.pem().to_string()
     }
 
-    /// `ca-bundle.crt`, present after a rotation.
+    /// `ca-bundle.crt`, present after a rotation (canonical, re-encoded from DER).
     pub fn ca_bundle_pem(&self) -> Option<String> {
         self.ca_bundle_pem.clone()
     }
 
-    /// `intermediate-ca.crt`, present after a rotation.
+    /// `intermediate-ca.crt`, present after a rotation (canonical, re-encoded from DER).
     pub fn intermediate_pem(&self) -> Option<String> {
         self.intermediate.as_ref().map(|(_, p)| p.clone())
     }
@@ -500,13 +523,26 @@ impl SigningCa {
         self.intermediate.as_ref().map(|(d, _)| d.as_slice())
     }
 
-    /// True when less than `cfg.rotation_threshold` of validity remains.
+    /// True when the current CA certificate is no longer valid at `now` (`now >= notAfter`).
+    ///
+    /// An expired CA is still adopted by [`SigningCa::from_secret_data`] and can be rotated
+    /// ([`SigningCa::rotate`]), but [`issue_serving`](crate::issue_serving) refuses to sign with it.
+    pub fn is_expired(&self, now: OffsetDateTime) -> bool {
+        now >= self.cert.not_after
+    }
+
+    /// True when less than `cfg.rotation_threshold` of validity remains (always true once expired).
     pub fn needs_rotation(&self, cfg: &CaConfig, now: OffsetDateTime) -> bool {
         let remaining = self.cert.not_after - now;
-        remaining < cfg.rotation_threshold
+        self.is_expired(now) || remaining < cfg.rotation_threshold
     }
 
     /// Rotate (spec §9.3): NEW keeps the subject; bundle `[NEW, A]`, intermediate B.
+    ///
+    /// Works the same way on an expired CA: its key still signs B (NEW under OLD), and A (OLD under
+    /// NEW) gets notAfter = `max(OLD.notAfter, now + trust_bridge_min)`, i.e. a valid cross-signed
+    /// copy of the old CA, so clients whose verifier ignores the validity of trust anchors keep
+    /// accepting new chains through B (see docs/pki.md, "Expired CA").
     pub fn rotate(&self, cfg: &CaConfig, now: OffsetDateTime) -> Result<Rotation, PkiError> {
         cfg.validate()?;
         let new_key = generate_key(cfg.key_algorithm)?;

@@ -42,6 +42,19 @@ pub enum PkiError {
         /// Its notAfter.
         not_after: OffsetDateTime,
     },
+    /// A certificate field of the CA Secret holds a PEM block that is not a certificate (e.g. the
+    /// private key pasted into `tls.crt`). Refused so that it is never published to tenants.
+    #[error(
+        "{field} contains a PEM block of type {label:?}; only CERTIFICATE blocks are allowed there, \
+         because {field} is published to every tenant: remove the {label} block from {field} \
+         (a CA private key belongs only in tls.key)"
+    )]
+    NonCertificateInCertField {
+        /// Secret data key: `tls.crt`, `ca-bundle.crt` or `intermediate-ca.crt`.
+        field: &'static str,
+        /// The offending PEM label, e.g. `RSA PRIVATE KEY` (never the block's content).
+        label: String,
+    },
     /// `intermediate-ca.crt` must hold exactly one certificate.
     #[error("intermediate-ca.crt must contain exactly one certificate, found {found}")]
     IntermediateCount {
@@ -78,6 +91,7 @@ impl PkiError {
             PkiError::CertificateParse(_) => "certificate_parse",
             PkiError::NotCa { .. } => "not_ca",
             PkiError::CaExpired { .. } => "ca_expired",
+            PkiError::NonCertificateInCertField { .. } => "non_certificate_pem",
             PkiError::IntermediateCount { .. } => "intermediate_count",
             PkiError::UnsupportedName(_) => "unsupported_name",
             PkiError::InvalidRequest(_) => "invalid_request",
@@ -85,5 +99,78 @@ impl PkiError {
             PkiError::IssuerMismatch => "issuer_mismatch",
             PkiError::PoolClosed => "pool_closed",
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn categories_are_stable_snake_case_and_unique() {
+        let t = OffsetDateTime::UNIX_EPOCH;
+        let all = [
+            (PkiError::InvalidConfig(String::new()), "invalid_config"),
+            (
+                PkiError::UnknownKeyAlgorithm(String::new()),
+                "unknown_key_algorithm",
+            ),
+            (PkiError::KeyGeneration(String::new()), "key_generation"),
+            (PkiError::InvalidKey(String::new()), "invalid_key"),
+            (PkiError::KeyMismatch, "key_mismatch"),
+            (PkiError::NoCertificate("tls.crt"), "no_certificate"),
+            (
+                PkiError::CertificateParse(String::new()),
+                "certificate_parse",
+            ),
+            (PkiError::NotCa { cn: String::new() }, "not_ca"),
+            (
+                PkiError::CaExpired {
+                    cn: String::new(),
+                    not_after: t,
+                },
+                "ca_expired",
+            ),
+            (
+                PkiError::NonCertificateInCertField {
+                    field: "tls.crt",
+                    label: "PRIVATE KEY".into(),
+                },
+                "non_certificate_pem",
+            ),
+            (
+                PkiError::IntermediateCount { found: 2 },
+                "intermediate_count",
+            ),
+            (PkiError::UnsupportedName(String::new()), "unsupported_name"),
+            (PkiError::InvalidRequest(String::new()), "invalid_request"),
+            (PkiError::Sign(String::new()), "sign"),
+            (PkiError::IssuerMismatch, "issuer_mismatch"),
+            (PkiError::PoolClosed, "pool_closed"),
+        ];
+        let mut seen = std::collections::HashSet::new();
+        for (e, want) in &all {
+            let c = e.category();
+            assert_eq!(c, *want);
+            assert!(
+                c.chars().all(|ch| ch.is_ascii_lowercase() || ch == '_'),
+                "{c}"
+            );
+            assert!(seen.insert(c), "duplicate category {c}");
+        }
+    }
+
+    #[test]
+    fn non_certificate_message_names_field_and_fix() {
+        let e = PkiError::NonCertificateInCertField {
+            field: "ca-bundle.crt",
+            label: "RSA PRIVATE KEY".into(),
+        };
+        assert_eq!(
+            e.to_string(),
+            "ca-bundle.crt contains a PEM block of type \"RSA PRIVATE KEY\"; only CERTIFICATE \
+             blocks are allowed there, because ca-bundle.crt is published to every tenant: remove \
+             the RSA PRIVATE KEY block from ca-bundle.crt (a CA private key belongs only in tls.key)"
+        );
     }
 }

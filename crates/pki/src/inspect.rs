@@ -11,6 +11,7 @@ use x509_parser::x509::X509Name;
 
 use crate::PkiError;
 use crate::ca::SigningCa;
+use crate::key::PrivateKey;
 
 /// Parsed facts about one certificate.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -94,6 +95,34 @@ impl CertInfo {
     }
 }
 
+impl CertInfo {
+    /// Value of the Service UID extension ([`SERVICE_UID_OID`](crate::SERVICE_UID_OID)), if the
+    /// certificate has one whose value is a DER PrintableString or UTF8String.
+    pub fn service_uid(&self) -> Option<String> {
+        let (_, cert) = X509Certificate::from_der(&self.der).ok()?;
+        service_uid_of(&cert)
+    }
+}
+
+fn service_uid_of(cert: &X509Certificate<'_>) -> Option<String> {
+    use x509_parser::der_parser::asn1_rs::{Any, Tag};
+    let ext = cert.extensions().iter().find(|e| {
+        e.oid
+            .iter()
+            .is_some_and(|arcs| arcs.eq(crate::SERVICE_UID_OID.iter().copied()))
+    })?;
+    let (rest, any) = Any::from_der(ext.value).ok()?;
+    if !rest.is_empty() {
+        return None;
+    }
+    match any.header.tag() {
+        Tag::PrintableString | Tag::Utf8String => {
+            std::str::from_utf8(any.data).ok().map(str::to_string)
+        }
+        _ => None,
+    }
+}
+
 /// DER bodies of every CERTIFICATE block (blocks of other types or with PEM headers are skipped).
 pub fn pem_cert_ders(pem_bytes: &[u8]) -> Result<Vec<Vec<u8>>, PkiError> {
     let blocks =
@@ -136,6 +165,17 @@ pub enum ReissueReason {
     NearExpiry,
     /// Already expired.
     Expired,
+    /// The leaf's signature does not verify with the current CA's key (nor with the key of a
+    /// certificate in the current bundle carrying the leaf's authority key id).
+    BadSignature,
+    /// `tls.key` is missing or empty.
+    KeyMissing,
+    /// `tls.key` cannot be parsed as an RSA, P-256 or P-384 private key.
+    KeyUnparsable,
+    /// `tls.key` does not belong to the leaf's public key.
+    KeyMismatch,
+    /// The leaf's Service UID extension is missing or differs from the expected UID.
+    UidMismatch,
 }
 
 impl ReissueReason {
@@ -148,6 +188,11 @@ impl ReissueReason {
             ReissueReason::WrongNames => "wrong_names",
             ReissueReason::NearExpiry => "near_expiry",
             ReissueReason::Expired => "expired",
+            ReissueReason::BadSignature => "bad_signature",
+            ReissueReason::KeyMissing => "key_missing",
+            ReissueReason::KeyUnparsable => "key_unparsable",
+            ReissueReason::KeyMismatch => "key_mismatch",
+            ReissueReason::UidMismatch => "uid_mismatch",
         }
     }
 }
@@ -158,39 +203,41 @@ impl fmt::Display for ReissueReason {
     }
 }
 
-/// Spec §7.3 check plus an expiry check read from the certificate itself.
-pub fn needs_reissue(
-    tls_crt: Option<&[u8]>,
-    ca: &SigningCa,
-    expected_names: &[String],
-    renew_before: Duration,
-    now: OffsetDateTime,
-) -> Option<ReissueReason> {
+/// The leaf (first certificate) of a serving Secret's `tls.crt`.
+fn leaf_of(tls_crt: Option<&[u8]>) -> Result<CertInfo, ReissueReason> {
     let bytes = match tls_crt {
         Some(b) if !b.iter().all(|c| c.is_ascii_whitespace()) => b,
-        _ => return Some(ReissueReason::Missing),
+        _ => return Err(ReissueReason::Missing),
     };
-    let certs = match parse_pem_certs(bytes) {
-        Ok(c) if !c.is_empty() => c,
-        _ => return Some(ReissueReason::Unparsable),
-    };
-    let leaf = &certs[0];
-    let issued_by_ca = match ca.skid_opt() {
+    parse_pem_certs(bytes)
+        .ok()
+        .and_then(|c| c.into_iter().next())
+        .ok_or(ReissueReason::Unparsable)
+}
+
+/// Spec §7.3: AKID equals the CA's SKID, or (legacy CA without SKID) the issuer CN matches.
+fn issued_by_ca(leaf: &CertInfo, ca: &SigningCa) -> bool {
+    match ca.skid_opt() {
         Some(skid) => leaf.akid.as_deref() == Some(skid),
         None => leaf.issuer_cn == ca.subject_cn(),
-    };
-    if !issued_by_ca {
-        return Some(ReissueReason::WrongIssuer);
     }
+}
+
+fn names_match(leaf: &CertInfo, expected_names: &[String]) -> bool {
     let mut have: Vec<&str> = leaf.dns_names.iter().map(String::as_str).collect();
     let mut want: Vec<&str> = expected_names.iter().map(String::as_str).collect();
     have.sort_unstable();
     have.dedup();
     want.sort_unstable();
     want.dedup();
-    if have != want {
-        return Some(ReissueReason::WrongNames);
-    }
+    have == want
+}
+
+fn time_reason(
+    leaf: &CertInfo,
+    renew_before: Duration,
+    now: OffsetDateTime,
+) -> Option<ReissueReason> {
     if now >= leaf.not_after {
         return Some(ReissueReason::Expired);
     }
@@ -198,4 +245,125 @@ pub fn needs_reissue(
         return Some(ReissueReason::NearExpiry);
     }
     None
+}
+
+/// Spec §7.3 check plus an expiry check read from the certificate itself.
+///
+/// Does not verify the leaf's signature nor look at `tls.key`; see [`verify_serving_secret`].
+pub fn needs_reissue(
+    tls_crt: Option<&[u8]>,
+    ca: &SigningCa,
+    expected_names: &[String],
+    renew_before: Duration,
+    now: OffsetDateTime,
+) -> Option<ReissueReason> {
+    let leaf = match leaf_of(tls_crt) {
+        Ok(l) => l,
+        Err(r) => return Some(r),
+    };
+    if !issued_by_ca(&leaf, ca) {
+        return Some(ReissueReason::WrongIssuer);
+    }
+    if !names_match(&leaf, expected_names) {
+        return Some(ReissueReason::WrongNames);
+    }
+    time_reason(&leaf, renew_before, now)
+}
+
+/// True when `leaf` carries a valid signature by the current CA's key, or by the key of a
+/// certificate in the CA's current bundle whose subject is the leaf's issuer and whose SKID is
+/// the leaf's AKID.
+fn signed_by_ca(leaf: &X509Certificate<'_>, ca: &SigningCa) -> bool {
+    let verifies = |signer_der: &[u8]| {
+        X509Certificate::from_der(signer_der)
+            .is_ok_and(|(_, s)| leaf.verify_signature(Some(s.public_key())).is_ok())
+    };
+    if verifies(&ca.cert_info().der) {
+        return true;
+    }
+    let akid = leaf
+        .extensions()
+        .iter()
+        .find_map(|e| match e.parsed_extension() {
+            ParsedExtension::AuthorityKeyIdentifier(a) => a.key_identifier.as_ref(),
+            _ => None,
+        })
+        .map(|k| k.0);
+    let Ok(bundle) = parse_pem_certs(ca.bundle_pem().as_bytes()) else {
+        return false;
+    };
+    bundle.iter().any(|c| {
+        c.subject_raw == leaf.issuer().as_raw()
+            && akid.is_some()
+            && c.skid.as_deref() == akid
+            && verifies(&c.der)
+    })
+}
+
+/// Full check of an existing serving Secret: is its content still fine to keep?
+///
+/// Pure: everything is passed in. Returns the first reason found, in this order:
+///
+/// 1. `tls.crt` missing ([`Missing`](ReissueReason::Missing)) or no parsable leaf
+///    ([`Unparsable`](ReissueReason::Unparsable));
+/// 2. not issued by the current CA per spec §7.3 (AKID/SKID, legacy CN), or the leaf's issuer name
+///    is not the CA subject byte-for-byte ([`WrongIssuer`](ReissueReason::WrongIssuer));
+/// 3. the leaf's signature does not verify with the current CA's key, or with the key of a
+///    certificate of the current bundle with the leaf's issuer name and AKID
+///    ([`BadSignature`](ReissueReason::BadSignature));
+/// 4. DNS SAN set differs ([`WrongNames`](ReissueReason::WrongNames));
+/// 5. `expected_uid` given and the Service UID extension is missing or different
+///    ([`UidMismatch`](ReissueReason::UidMismatch));
+/// 6. `tls.key` missing/empty ([`KeyMissing`](ReissueReason::KeyMissing)), not parsable
+///    ([`KeyUnparsable`](ReissueReason::KeyUnparsable)), or not the leaf's key
+///    ([`KeyMismatch`](ReissueReason::KeyMismatch));
+/// 7. expired or within `renew_before` of notAfter ([`Expired`](ReissueReason::Expired),
+///    [`NearExpiry`](ReissueReason::NearExpiry)).
+///
+/// A Secret that passes [`verify_serving_secret`] also passes [`needs_reissue`] with the same
+/// arguments.
+pub fn verify_serving_secret(
+    tls_crt: Option<&[u8]>,
+    tls_key: Option<&[u8]>,
+    ca: &SigningCa,
+    expected_names: &[String],
+    expected_uid: Option<&str>,
+    renew_before: Duration,
+    now: OffsetDateTime,
+) -> Option<ReissueReason> {
+    let leaf = match leaf_of(tls_crt) {
+        Ok(l) => l,
+        Err(r) => return Some(r),
+    };
+    if !issued_by_ca(&leaf, ca) || leaf.issuer_raw != ca.cert_info().subject_raw {
+        return Some(ReissueReason::WrongIssuer);
+    }
+    let Ok((_, x)) = X509Certificate::from_der(&leaf.der) else {
+        return Some(ReissueReason::Unparsable);
+    };
+    if !signed_by_ca(&x, ca) {
+        return Some(ReissueReason::BadSignature);
+    }
+    if !names_match(&leaf, expected_names) {
+        return Some(ReissueReason::WrongNames);
+    }
+    if let Some(uid) = expected_uid
+        && service_uid_of(&x).as_deref() != Some(uid)
+    {
+        return Some(ReissueReason::UidMismatch);
+    }
+    let key_bytes = match tls_key {
+        Some(k) if !k.iter().all(|c| c.is_ascii_whitespace()) => k,
+        _ => return Some(ReissueReason::KeyMissing),
+    };
+    let Some(key) = std::str::from_utf8(key_bytes)
+        .ok()
+        .and_then(|t| PrivateKey::from_pem(t).ok())
+    else {
+        return Some(ReissueReason::KeyUnparsable);
+    };
+    if x.public_key().subject_public_key.data.as_ref() != key.public_key_raw() {
+        return Some(ReissueReason::KeyMismatch);
+    }
+    time_reason(&leaf, renew_before, now)
 }

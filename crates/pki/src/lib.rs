@@ -13,6 +13,7 @@ pub use ca::{CaConfig, DEFAULT_CN_PREFIX, Rotation, SigningCa};
 pub use error::PkiError;
 pub use inspect::{
     CertInfo, ReissueReason, cert_pem, needs_reissue, parse_pem_certs, pem_cert_ders,
+    verify_serving_secret,
 };
 pub use key::{KeyAlgorithm, KeyPool, PrivateKey, generate_key};
 pub use serving::{
