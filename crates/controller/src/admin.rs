@@ -2,7 +2,6 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 
 use axum::Router;
 use axum::extract::State;
@@ -10,15 +9,19 @@ use axum::http::{StatusCode, header};
 use axum::response::IntoResponse;
 use axum::routing::get;
 
+use tokio_util::sync::CancellationToken;
+use tracing::error;
+
 use crate::metrics::Metrics;
+use crate::readiness::Readiness;
 
 /// What the admin endpoints report on.
 #[derive(Clone)]
-pub struct AdminState {
+pub(crate) struct AdminState {
     /// Metrics to expose.
-    pub metrics: Arc<Metrics>,
+    pub(crate) metrics: Arc<Metrics>,
     /// Readiness: a follower standing by, or a leader with synced caches and a usable CA.
-    pub ready: Arc<AtomicBool>,
+    pub(crate) readiness: Arc<Readiness>,
 }
 
 async fn healthz() -> &'static str {
@@ -26,7 +29,7 @@ async fn healthz() -> &'static str {
 }
 
 async fn readyz(State(state): State<AdminState>) -> impl IntoResponse {
-    if state.ready.load(Ordering::Relaxed) {
+    if state.readiness.get() {
         (StatusCode::OK, "ready")
     } else {
         (StatusCode::SERVICE_UNAVAILABLE, "not ready")
@@ -43,8 +46,8 @@ async fn metrics(State(state): State<AdminState>) -> impl IntoResponse {
     )
 }
 
-/// The router, separate from the listener so tests can bind port 0.
-pub fn router(state: AdminState) -> Router {
+/// The router, separate from the listener.
+fn router(state: AdminState) -> Router {
     Router::new()
         .route("/healthz", get(healthz))
         .route("/livez", get(healthz))
@@ -53,19 +56,16 @@ pub fn router(state: AdminState) -> Router {
         .with_state(state)
 }
 
-/// Serves the admin endpoints on `addr` until `shutdown` resolves; returns the bound address
-/// through `bound` (useful with port 0).
-pub async fn serve(
-    addr: SocketAddr,
-    state: AdminState,
-    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
-    bound: Option<tokio::sync::oneshot::Sender<SocketAddr>>,
-) -> std::io::Result<()> {
-    let listener = tokio::net::TcpListener::bind(addr).await?;
-    if let Some(tx) = bound {
-        let _ = tx.send(listener.local_addr()?);
+/// Serves the admin endpoints on `addr` until `shutdown` is cancelled; a bind failure is logged
+/// (the process keeps running its controllers; the kubelet's probes will report it).
+pub(crate) async fn serve(addr: SocketAddr, state: AdminState, shutdown: CancellationToken) {
+    let served = async {
+        let listener = tokio::net::TcpListener::bind(addr).await?;
+        axum::serve(listener, router(state))
+            .with_graceful_shutdown(shutdown.cancelled_owned())
+            .await
+    };
+    if let Err(err) = served.await {
+        error!(error = %err, %addr, "admin server failed");
     }
-    axum::serve(listener, router(state))
-        .with_graceful_shutdown(shutdown)
-        .await
 }

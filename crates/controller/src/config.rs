@@ -17,15 +17,11 @@ pub enum ConfigError {
     Ca(#[from] service_ca_pki::PkiError),
 }
 
-impl ConfigError {
-    /// Stable category for metrics and Event reasons.
-    pub fn category(&self) -> &'static str {
-        "config"
-    }
-}
+/// Where the pod's ServiceAccount CA is mounted: what the legacy injector appends by default.
+pub const DEFAULT_LEGACY_CA_FILE: &str = "/var/run/secrets/kubernetes.io/serviceaccount/ca.crt";
 
 /// Smallest renewal margin accepted (the original's fixed value).
-pub const MIN_RENEW_BEFORE: Duration = Duration::from_secs(3600);
+pub(crate) const MIN_RENEW_BEFORE: Duration = Duration::from_secs(3600);
 
 /// Everything the controllers need to know, validated once at start-up.
 #[derive(Clone, Debug)]
@@ -40,7 +36,7 @@ pub struct Config {
     pub watch_namespace: Option<String>,
     /// Inject into cluster-scoped kinds (APIServices, CRDs, webhook configurations).
     pub cluster_scoped_injection: bool,
-    /// Optional extra `<namespace>/<name>` the bundle is copied to (spec §16 O-8).
+    /// Optional extra `<namespace>/<name>` the bundle is copied to (docs/behavior.md §16 O-8).
     pub publish_bundle_to: Option<(String, String)>,
     /// CA lifetime, rotation threshold, trust bridge and algorithm.
     pub ca: CaConfig,
@@ -61,7 +57,7 @@ pub struct Config {
     pub key_pool_size: usize,
     /// Threads generating keys.
     pub key_pool_threads: usize,
-    /// Run the legacy ("vulnerable") ConfigMap injector (spec §10.7).
+    /// Run the legacy ("vulnerable") ConfigMap injector (docs/behavior.md §10.7).
     pub legacy_injector: bool,
     /// Extra CA file appended by the legacy injector (the pod's ServiceAccount `ca.crt`).
     pub legacy_ca_file: Option<std::path::PathBuf>,
@@ -89,13 +85,13 @@ impl Default for Config {
                 .map(|n| n.get().min(4))
                 .unwrap_or(1),
             legacy_injector: false,
-            legacy_ca_file: None,
+            legacy_ca_file: Some(DEFAULT_LEGACY_CA_FILE.into()),
         }
     }
 }
 
 impl Config {
-    /// The "short rotation" preset of spec §6 (CA 2h30m, leaves 2h, margin 1h), for testing.
+    /// The "short rotation" preset of docs/behavior.md §6 (CA 2h30m, leaves 2h, margin 1h), for testing.
     pub fn short_rotation() -> Self {
         Self {
             ca: CaConfig::short_rotation(),

@@ -13,6 +13,7 @@ use k8s_openapi::jiff::Timestamp;
 use kube::api::{Api, ObjectMeta, PostParams};
 use kube::{Client, ResourceExt};
 use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
 /// Timing of the election.
@@ -35,7 +36,7 @@ impl Default for LeaseTiming {
 
 /// What a candidate should do with the Lease it read.
 #[derive(Debug, PartialEq, Eq)]
-pub enum LeaseStep {
+pub(crate) enum LeaseStep {
     /// Nobody holds it (or the holder's lease expired): take it.
     Acquire,
     /// We hold it: renew it.
@@ -45,7 +46,7 @@ pub enum LeaseStep {
 }
 
 /// Decides from the Lease as read, who we are and the time (pure).
-pub fn lease_step(spec: Option<&LeaseSpec>, me: &str, now: Timestamp) -> LeaseStep {
+pub(crate) fn lease_step(spec: Option<&LeaseSpec>, me: &str, now: Timestamp) -> LeaseStep {
     let Some(spec) = spec else {
         return LeaseStep::Acquire;
     };
@@ -138,63 +139,96 @@ async fn round(
     }
 }
 
-/// Runs the election forever, publishing `true` while we lead. Leadership is given up (and
-/// `false` published) when renewal has failed for longer than the lease duration.
-pub async fn run(
-    client: Client,
-    namespace: String,
+/// One replica's candidacy for the Lease.
+#[derive(Clone)]
+pub(crate) struct Elector {
+    api: Api<Lease>,
     name: String,
     identity: String,
     timing: LeaseTiming,
-    leading: watch::Sender<bool>,
-) {
-    let api: Api<Lease> = Api::namespaced(client, &namespace);
-    let mut last_renewed = tokio::time::Instant::now();
-    loop {
-        match round(&api, &name, &identity, &timing).await {
-            Ok(true) => {
-                last_renewed = tokio::time::Instant::now();
-                leading.send_if_modified(|l| !std::mem::replace(l, true));
-            }
-            Ok(false) => {
-                if *leading.borrow() {
-                    warn!(lease = %name, "lost leadership");
-                }
-                leading.send_if_modified(|l| std::mem::replace(l, false));
-            }
-            Err(err) => {
-                let missing_namespace = matches!(&err, kube::Error::Api(s)
-                    if s.code == 404 && s.details.as_ref().is_some_and(|d| d.kind == "namespaces"));
-                if missing_namespace {
-                    tracing::error!(%namespace, "namespace does not exist: create it (kubectl create namespace {namespace}) or choose another with --namespace");
-                } else {
-                    warn!(error = %crate::api_message(&err), lease = %name, "leader election round failed");
-                }
-                if *leading.borrow() && last_renewed.elapsed() > timing.duration {
-                    warn!(lease = %name, "could not renew within the lease duration; stepping down");
-                    leading.send_replace(false);
-                }
-            }
-        }
-        tokio::time::sleep(timing.retry).await;
-    }
 }
 
-/// Releases the lease (best effort) so a successor need not wait for it to expire.
-pub async fn release(client: Client, namespace: &str, name: &str, identity: &str) {
-    let api: Api<Lease> = Api::namespaced(client, namespace);
-    let Ok(Some(mut lease)) = api.get_opt(name).await else {
-        return;
-    };
-    let Some(spec) = lease.spec.as_mut() else {
-        return;
-    };
-    if spec.holder_identity.as_deref() != Some(identity) {
-        return;
+impl Elector {
+    /// A candidate for the Lease named in `opts`.
+    pub(crate) fn new(client: Client, opts: &crate::RunOptions) -> Self {
+        Self {
+            api: Api::namespaced(client, &opts.lease_namespace),
+            name: opts.lease_name.clone(),
+            identity: opts.identity.clone(),
+            timing: opts.lease_timing.clone(),
+        }
     }
-    spec.holder_identity = None;
-    spec.renew_time = None;
-    let _ = api.replace(name, &PostParams::default(), &lease).await;
+
+    /// Runs the election until `root` is cancelled. Each leadership term is a child token of
+    /// `root`, published on `terms`; the elector itself cancels it when leadership is lost (or
+    /// renewal has failed for longer than the lease duration), so whatever runs under the term
+    /// stops however many handles to it exist.
+    pub(crate) async fn run(
+        self,
+        terms: watch::Sender<Option<CancellationToken>>,
+        root: CancellationToken,
+    ) {
+        let mut last_renewed = tokio::time::Instant::now();
+        let end_term = |why: &str| {
+            if let Some(term) = terms.send_replace(None) {
+                warn!(lease = %self.name, "{why}");
+                term.cancel();
+            }
+        };
+        loop {
+            match round(&self.api, &self.name, &self.identity, &self.timing).await {
+                Ok(true) => {
+                    last_renewed = tokio::time::Instant::now();
+                    if terms.borrow().is_none() {
+                        terms.send_replace(Some(root.child_token()));
+                    }
+                }
+                Ok(false) => end_term("lost leadership"),
+                Err(err) => {
+                    let missing_namespace = matches!(&err, kube::Error::Api(s)
+                        if s.code == 404 && s.details.as_ref().is_some_and(|d| d.kind == "namespaces"));
+                    let namespace = self.api.namespace().unwrap_or_default();
+                    if missing_namespace {
+                        tracing::error!(%namespace, "namespace does not exist: create it (kubectl create namespace {namespace}) or choose another with --namespace");
+                    } else {
+                        warn!(error = %crate::plumbing::api_message(&err), lease = %self.name, "leader election round failed");
+                    }
+                    if last_renewed.elapsed() > self.timing.duration {
+                        end_term("could not renew within the lease duration; stepping down");
+                    }
+                }
+            }
+            tokio::select! {
+                _ = root.cancelled() => break,
+                _ = tokio::time::sleep(self.timing.retry) => {}
+            }
+        }
+        if let Some(term) = terms.send_replace(None) {
+            term.cancel();
+        }
+    }
+
+    /// Releases the lease (best effort) so a successor need not wait for it to expire.
+    pub(crate) async fn release(&self) {
+        let Ok(Some(mut lease)) = self.api.get_opt(&self.name).await else {
+            return;
+        };
+        let Some(spec) = lease.spec.as_mut() else {
+            return;
+        };
+        if spec.holder_identity.as_deref() != Some(self.identity.as_str()) {
+            return;
+        }
+        spec.holder_identity = None;
+        spec.renew_time = None;
+        let pp = PostParams {
+            field_manager: Some(crate::names::FIELD_MANAGER.into()),
+            ..Default::default()
+        };
+        if let Err(err) = self.api.replace(&self.name, &pp, &lease).await {
+            warn!(error = %crate::plumbing::api_message(&err), lease = %self.name, "could not release the lease");
+        }
+    }
 }
 
 #[cfg(test)]

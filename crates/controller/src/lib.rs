@@ -1,52 +1,61 @@
 //! service-ca controllers: the CA manager, the serving-certificate controller and the CA bundle
-//! injectors, wired together by [`start`].
+//! injectors, wired together by [`start`] (one set of controllers) and [`run`] (a replica with
+//! leader election and the admin server).
 //!
-//! Data flow: the CA manager owns the CA Secret and publishes the current CA on a watch channel;
-//! every controller reads the CA from that channel and re-enqueues its objects when it changes.
+//! Data flow (docs/architecture.md): the CA manager owns the CA Secret and publishes the current
+//! CA on a watch channel; every controller reads the CA from that channel and re-enqueues its
+//! objects when it changes. Every task runs under a [`CancellationToken`]: one root token per
+//! process and a child token per leadership term, so a deposed leader's controllers stop by
+//! construction.
 
-pub mod admin;
-pub mod ca;
-pub mod config;
-pub mod events;
-pub mod inject;
-pub mod leader;
-pub mod metrics;
+#![warn(unreachable_pub, missing_docs)]
+
+mod admin;
+mod ca;
+mod config;
+mod events;
+mod inject;
+mod leader;
+mod metrics;
 pub mod names;
-pub mod serving;
-pub mod sync;
+mod plumbing;
+mod readiness;
+mod serving;
 
 use std::sync::Arc;
 
 use kube::Client;
-use service_ca_pki::{KeyPool, SigningCa};
+use service_ca_pki::KeyPool;
 use tokio::sync::watch;
-use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 
-pub use config::{Config, ConfigError};
+pub use ca::CaReceiver;
+pub use config::{Config, ConfigError, DEFAULT_LEGACY_CA_FILE};
+pub use leader::LeaseTiming;
 pub use metrics::Metrics;
+use readiness::CacheSync;
 
-/// The controllers of one process, running until [`Running::stop`].
+/// The controllers of one leadership term (or of a test), running until [`Running::stop`] or
+/// until their token is cancelled.
 pub struct Running {
-    shutdown: watch::Sender<bool>,
-    tasks: JoinSet<()>,
+    token: CancellationToken,
+    /// Dropping `Running` (or the future holding it) stops its controllers too.
+    _cancel_on_drop: tokio_util::sync::DropGuard,
+    tasks: TaskTracker,
     /// Metrics of this process.
     pub metrics: Arc<Metrics>,
     /// The current CA, as the controllers see it.
-    pub ca: ca::CaReceiver,
-    /// Completes once every controller's cache has synced.
-    pub caches: sync::CacheSync,
+    pub ca: CaReceiver,
+    caches: CacheSync,
 }
 
 impl Running {
-    /// Signals every controller to stop and waits until they have.
-    pub async fn stop(mut self) {
-        let _ = self.shutdown.send(true);
-        while self.tasks.join_next().await.is_some() {}
-    }
-
-    /// Waits until the CA is loaded (or created).
-    pub async fn wait_for_ca(&mut self) -> Option<Arc<SigningCa>> {
-        self.ca.wait_for(Option::is_some).await.ok()?.clone()
+    /// Cancels every controller of this term and waits until they have stopped.
+    pub async fn stop(self) {
+        self.token.cancel();
+        self.tasks.close();
+        self.tasks.wait().await;
     }
 
     /// Waits until the caches are synced and a usable CA is loaded: what readiness means.
@@ -57,96 +66,68 @@ impl Running {
     }
 }
 
-fn shutdown_signal(
-    rx: watch::Receiver<bool>,
-) -> impl std::future::Future<Output = ()> + Send + Sync + 'static {
-    let mut rx = rx;
-    async move {
-        let _ = rx.wait_for(|stop| *stop).await;
-    }
-}
-
-/// Validates `cfg` and starts the CA manager and every controller on the current runtime.
+/// Validates `cfg` and starts the CA manager and every controller on the current runtime, under
+/// a token of their own (for tests and embedding; a replica uses [`run`]).
 pub fn start(client: Client, cfg: Config) -> Result<Running, ConfigError> {
-    start_with_metrics(client, cfg, Arc::new(Metrics::new()))
+    start_term(
+        client,
+        cfg,
+        Arc::new(Metrics::new()),
+        CancellationToken::new(),
+    )
 }
 
-/// Like [`start`], reporting into existing metrics (they outlive one leadership term).
-pub fn start_with_metrics(
+/// Starts every controller under `token`: cancelling it stops them all.
+fn start_term(
     client: Client,
     cfg: Config,
     metrics: Arc<Metrics>,
+    token: CancellationToken,
 ) -> Result<Running, ConfigError> {
     cfg.validate()?;
+    let legacy = inject::Flavor::legacy_from_config(&cfg)?;
     let cfg = Arc::new(cfg);
     let events = events::EventSink::new(client.clone());
-    let (shutdown, shutdown_rx) = watch::channel(false);
     let (ca_tx, ca_rx) = watch::channel(None);
     let keys = Arc::new(KeyPool::new(
         cfg.leaf_key_algorithm,
         cfg.key_pool_size,
         cfg.key_pool_threads,
     ));
-    let mut tasks = JoinSet::new();
-    let caches = sync::CacheSync::default();
+    let tasks = TaskTracker::new();
+    let caches = CacheSync::default();
 
-    let ca_task = ca::run(
+    tasks.spawn(token.clone().run_until_cancelled_owned(ca::run(
         client.clone(),
         cfg.clone(),
         ca_tx,
         events.clone(),
         metrics.clone(),
-    );
-    let stop = shutdown_signal(shutdown_rx.clone());
-    tasks.spawn(async move {
-        tokio::select! {
-            _ = ca_task => {}
-            _ = stop => {}
-        }
-    });
-
-    let serving_ctx = Arc::new(serving::ServingContext::new(
-        client.clone(),
-        cfg.clone(),
-        ca_rx.clone(),
-        keys,
-        events.clone(),
-        metrics.clone(),
-    ));
+    )));
     tasks.spawn(serving::run(
-        serving_ctx,
+        serving::ServingContext::new(
+            client.clone(),
+            cfg.clone(),
+            ca_rx.clone(),
+            keys,
+            events.clone(),
+            metrics.clone(),
+        ),
         caches.clone(),
-        shutdown_signal(shutdown_rx.clone()),
+        token.clone(),
     ));
-
     let inject_ctx = Arc::new(inject::InjectContext::new(
-        client.clone(),
+        client,
         ca_rx.clone(),
-        events.clone(),
+        events,
         metrics.clone(),
         caches.clone(),
     ));
-    let legacy = match (cfg.legacy_injector, &cfg.legacy_ca_file) {
-        (false, _) => None,
-        (true, None) => {
-            return Err(ConfigError::Invalid(
-                "the legacy injector needs --legacy-ca-file".into(),
-            ));
-        }
-        (true, Some(path)) => {
-            let ca = std::fs::read_to_string(path).map_err(|e| {
-                ConfigError::Invalid(format!("legacy CA file {}: {e}", path.display()))
-            })?;
-            Some(inject::Flavor::legacy(&ca))
-        }
-    };
-    let rx = shutdown_rx.clone();
-    inject::spawn_all(&mut tasks, inject_ctx, cfg.clone(), legacy, move || {
-        Box::pin(shutdown_signal(rx.clone()))
-    });
+    inject::spawn_all(&tasks, inject_ctx, &cfg, legacy, &token);
 
     Ok(Running {
-        shutdown,
+        _cancel_on_drop: token.clone().drop_guard(),
+        token,
         tasks,
         metrics,
         ca: ca_rx,
@@ -164,103 +145,71 @@ pub struct RunOptions {
     /// Name of the Lease.
     pub lease_name: String,
     /// Lease timing.
-    pub lease_timing: leader::LeaseTiming,
+    pub lease_timing: LeaseTiming,
     /// Where to serve /healthz, /readyz and /metrics (None: no admin server).
     pub admin_addr: Option<std::net::SocketAddr>,
 }
 
-/// Runs until `shutdown` resolves: leader election, and the controllers while leading. A
-/// follower is ready (standing by); a leader is ready once it has a usable CA.
+/// Runs one replica until `shutdown` is cancelled: the admin server, leader election, and the
+/// controllers for each leadership term. A follower is ready (standing by); a leader is ready
+/// once it has a usable CA and synced caches.
 pub async fn run(
     client: Client,
     cfg: Config,
     opts: RunOptions,
     metrics: Arc<Metrics>,
-    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+    shutdown: CancellationToken,
 ) -> Result<(), ConfigError> {
-    use std::sync::atomic::{AtomicBool, Ordering};
     cfg.validate()?;
-    let ready = Arc::new(AtomicBool::new(false));
-    let (stop_tx, stop_rx) = watch::channel(false);
-    let mut background = JoinSet::new();
+    // Everything below runs under `root`, which is cancelled when this future ends or is dropped
+    // (an aborted task must not leave controllers running).
+    let root = shutdown.child_token();
+    let _cancel_on_drop = root.clone().drop_guard();
+    let shutdown = root;
+    let readiness = Arc::new(readiness::Readiness::new(metrics.clone()));
+    let background = TaskTracker::new();
     if let Some(addr) = opts.admin_addr {
         let state = admin::AdminState {
             metrics: metrics.clone(),
-            ready: ready.clone(),
+            readiness: readiness.clone(),
         };
-        let stop = shutdown_signal(stop_rx.clone());
-        background.spawn(async move {
-            if let Err(err) = admin::serve(addr, state, stop, None).await {
-                tracing::error!(error = %err, %addr, "admin server failed");
-            }
-        });
+        background.spawn(admin::serve(addr, state, shutdown.clone()));
     }
-    let (leading_tx, mut leading_rx) = watch::channel(false);
-    background.spawn(leader::run(
-        client.clone(),
-        opts.lease_namespace.clone(),
-        opts.lease_name.clone(),
-        opts.identity.clone(),
-        opts.lease_timing.clone(),
-        leading_tx,
-    ));
-    tokio::pin!(shutdown);
-    loop {
+    let elector = leader::Elector::new(client.clone(), &opts);
+    let (terms_tx, mut terms) = watch::channel(None);
+    background.spawn(elector.clone().run(terms_tx, shutdown.clone()));
+    let result = loop {
         // Follower: standing by is a healthy, ready state.
-        ready.store(true, Ordering::Relaxed);
         metrics.set_leader(false);
-        metrics.set_ready(true);
-        tokio::select! {
-            _ = &mut shutdown => break,
-            changed = leading_rx.wait_for(|l| *l) => { if changed.is_err() { break; } }
-        }
-        metrics.set_leader(true);
-        ready.store(false, Ordering::Relaxed);
-        metrics.set_ready(false);
-        let running = Arc::new(start_with_metrics(
-            client.clone(),
-            cfg.clone(),
-            metrics.clone(),
-        )?);
-        let ready_flag = ready.clone();
-        let ready_metrics = metrics.clone();
-        let watched = running.clone();
-        let readiness = tokio::spawn(async move {
-            watched.wait_ready().await;
-            ready_flag.store(true, Ordering::Relaxed);
-            ready_metrics.set_ready(true);
-        });
-        let shutting_down = tokio::select! {
-            _ = &mut shutdown => true,
-            _ = leading_rx.wait_for(|l| !*l) => false,
+        readiness.set(true);
+        let term = tokio::select! {
+            _ = shutdown.cancelled() => break Ok(()),
+            term = terms.wait_for(Option::is_some) => match term {
+                Ok(term) => term.clone().unwrap_or_default(),
+                Err(_) => break Ok(()),
+            },
         };
-        readiness.abort();
-        let _ = readiness.await;
-        if let Ok(running) = Arc::try_unwrap(running) {
-            running.stop().await;
+        metrics.set_leader(true);
+        readiness.set(false);
+        let running = match start_term(client.clone(), cfg.clone(), metrics.clone(), term.clone()) {
+            Ok(running) => running,
+            Err(err) => break Err(err),
+        };
+        tokio::select! {
+            _ = running.wait_ready() => readiness.set(true),
+            _ = term.cancelled() => {}
         }
-        if shutting_down {
-            leader::release(
-                client.clone(),
-                &opts.lease_namespace,
-                &opts.lease_name,
-                &opts.identity,
-            )
-            .await;
-            break;
+        // The elector cancels the term when leadership is lost; shutdown cancels it as its parent.
+        term.cancelled().await;
+        running.stop().await;
+        if shutdown.is_cancelled() {
+            elector.release().await;
+            break Ok(());
         }
         tracing::warn!("leadership lost; controllers stopped, standing by");
-    }
-    let _ = stop_tx.send(true);
-    background.abort_all();
-    Ok(())
-}
-
-/// A one-line description of a Kubernetes client error: for API errors the server's message and
-/// code (what the original writes into error annotations), not the whole Status structure.
-pub fn api_message(err: &kube::Error) -> String {
-    match err {
-        kube::Error::Api(status) => format!("{} ({})", status.message, status.code),
-        other => other.to_string(),
-    }
+    };
+    shutdown.cancel();
+    background.close();
+    background.wait().await;
+    result
 }

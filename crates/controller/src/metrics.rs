@@ -14,27 +14,27 @@ use prometheus_client::registry::Registry;
 
 /// Labels naming a controller.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct ControllerLabels {
+struct ControllerLabels {
     /// Controller name, e.g. `serving` or `inject-configmap`.
-    pub controller: String,
+    controller: String,
 }
 
 /// Labels of an error counter.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct ErrorLabels {
+struct ErrorLabels {
     /// Controller name.
-    pub controller: String,
+    controller: String,
     /// Stable error category.
-    pub category: String,
+    category: String,
 }
 
 /// Labels naming a serving Secret.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct SecretLabels {
+struct SecretLabels {
     /// Namespace of the Secret.
-    pub namespace: String,
+    namespace: String,
     /// Name of the Secret.
-    pub secret: String,
+    secret: String,
 }
 
 /// Every metric the process exposes.
@@ -48,6 +48,7 @@ pub struct Metrics {
     issued: Family<ControllerLabels, Counter>,
     writes: Family<ControllerLabels, Counter>,
     rotations: Counter,
+    tracked_services: Gauge<i64, AtomicI64>,
     leader: Gauge<i64, AtomicI64>,
     ready: Gauge<i64, AtomicI64>,
     encode_lock: Mutex<()>,
@@ -113,6 +114,12 @@ impl Metrics {
             "CA rotations performed by this process",
             rotations.clone(),
         );
+        let tracked_services = Gauge::<i64, AtomicI64>::default();
+        registry.register(
+            "service_ca_tracked_services",
+            "Services that request a serving certificate (the serving controller's routing index)",
+            tracked_services.clone(),
+        );
         let leader = Gauge::<i64, AtomicI64>::default();
         registry.register(
             "service_ca_leader",
@@ -135,6 +142,7 @@ impl Metrics {
             issued,
             writes,
             rotations,
+            tracked_services,
             leader,
             ready,
             encode_lock: Mutex::new(()),
@@ -148,17 +156,12 @@ impl Metrics {
     }
 
     /// Records the CA's notAfter.
-    pub fn set_ca_expiry(&self, unix: i64) {
+    pub(crate) fn set_ca_expiry(&self, unix: i64) {
         self.ca_expiry.set(unix);
     }
 
-    /// Counts a CA-manager failure.
-    pub fn ca_error(&self, category: &str) {
-        self.reconcile_error("ca", category);
-    }
-
     /// Counts one reconcile and its duration.
-    pub fn reconciled(&self, controller: &str, took: Duration) {
+    pub(crate) fn reconciled(&self, controller: &str, took: Duration) {
         self.reconciles
             .get_or_create(&Self::labels(controller))
             .inc();
@@ -168,7 +171,7 @@ impl Metrics {
     }
 
     /// Counts one reconcile error.
-    pub fn reconcile_error(&self, controller: &str, category: &str) {
+    pub(crate) fn reconcile_error(&self, controller: &str, category: &str) {
         self.errors
             .get_or_create(&ErrorLabels {
                 controller: controller.into(),
@@ -178,7 +181,7 @@ impl Metrics {
     }
 
     /// Counts one API write.
-    pub fn wrote(&self, controller: &str) {
+    pub(crate) fn wrote(&self, controller: &str) {
         self.writes.get_or_create(&Self::labels(controller)).inc();
     }
 
@@ -188,7 +191,7 @@ impl Metrics {
     }
 
     /// Counts an issued certificate and records its expiry.
-    pub fn issued(&self, namespace: &str, secret: &str, not_after_unix: i64) {
+    pub(crate) fn issued(&self, namespace: &str, secret: &str, not_after_unix: i64) {
         self.issued.get_or_create(&Self::labels("serving")).inc();
         self.set_cert_expiry(namespace, secret, not_after_unix);
     }
@@ -199,7 +202,7 @@ impl Metrics {
     }
 
     /// Records a serving certificate's expiry.
-    pub fn set_cert_expiry(&self, namespace: &str, secret: &str, not_after_unix: i64) {
+    pub(crate) fn set_cert_expiry(&self, namespace: &str, secret: &str, not_after_unix: i64) {
         self.cert_expiry
             .get_or_create(&SecretLabels {
                 namespace: namespace.into(),
@@ -208,18 +211,32 @@ impl Metrics {
             .set(not_after_unix);
     }
 
+    /// Drops the expiry series of a Secret that is no longer managed.
+    pub(crate) fn forget_cert_expiry(&self, namespace: &str, secret: &str) {
+        self.cert_expiry.remove(&SecretLabels {
+            namespace: namespace.into(),
+            secret: secret.into(),
+        });
+    }
+
+    /// Records how many Services request a certificate.
+    pub(crate) fn set_tracked_services(&self, count: usize) {
+        self.tracked_services
+            .set(i64::try_from(count).unwrap_or(i64::MAX));
+    }
+
     /// Counts a CA rotation.
-    pub fn rotated(&self) {
+    pub(crate) fn rotated(&self) {
         self.rotations.inc();
     }
 
     /// Sets the leader gauge.
-    pub fn set_leader(&self, leader: bool) {
+    pub(crate) fn set_leader(&self, leader: bool) {
         self.leader.set(i64::from(leader));
     }
 
     /// Sets the readiness gauge.
-    pub fn set_ready(&self, ready: bool) {
+    pub(crate) fn set_ready(&self, ready: bool) {
         self.ready.set(i64::from(ready));
     }
 

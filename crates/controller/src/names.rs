@@ -1,4 +1,4 @@
-//! Every annotation key, label, data key and default name service-ca reads or writes (spec §2–§4).
+//! Every annotation key, label, data key and default name service-ca reads or writes (docs/behavior.md §2–§4).
 
 /// Requested Secret name on a Service (beta, preferred).
 pub const SECRET_NAME_BETA: &str = "service.beta.openshift.io/serving-cert-secret-name";
@@ -44,7 +44,7 @@ pub const INJECT_LEGACY: &str = "service.alpha.openshift.io/inject-vulnerable-le
 pub const LEGACY_CONFIGMAP_NAME: &str = "openshift-service-ca.crt";
 /// Reason of the last forced CA rotation, recorded on the CA Secret.
 pub const FORCED_ROTATION_REASON: &str = "service-ca.operators.openshift.io/forced-rotation-reason";
-/// Requested forced-rotation reason, set by an administrator on the CA Secret (portable §16 O-3).
+/// Requested forced-rotation reason, set by an administrator on the CA Secret (portable, docs/behavior.md §16 O-3).
 pub const FORCE_ROTATION_REQUEST: &str = "service-ca.operators.openshift.io/force-rotation";
 
 /// Label put on every Secret service-ca issues, so they can be found and watched cheaply.

@@ -1,5 +1,5 @@
 //! CA lifecycle against a real kube-apiserver: creation, adoption, corruption, automatic, manual
-//! and forced rotation with trust kept across it (spec §9), plus leader election and the admin
+//! and forced rotation with trust kept across it (docs/behavior.md §9), plus leader election and the admin
 //! endpoints.
 
 mod common;
@@ -18,7 +18,7 @@ use k8s_openapi::api::core::v1::{ConfigMap, Event, Secret, Service};
 use kube::api::{DeleteParams, ListParams, ObjectMeta, Patch, PatchParams, PostParams};
 use kube::{Api, ResourceExt};
 use serde_json::json;
-use service_ca_controller::{Metrics, RunOptions, leader::LeaseTiming, names};
+use service_ca_controller::{LeaseTiming, Metrics, RunOptions, names};
 use service_ca_testing::tls::verify_chain;
 use service_ca_testing::{TestContext, eventually};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -87,7 +87,7 @@ async fn first_start_creates_the_ca_and_restart_adopts_it() {
         cm.data.unwrap()[names::CA_BUNDLE_CRT].as_bytes(),
         crt.as_slice()
     );
-    // The optional published copy (spec §16 O-8) has the same content, and is reconciled.
+    // The optional published copy (docs/behavior.md §16 O-8) has the same content, and is reconciled.
     let holds_ca = |c: &ConfigMap| {
         c.data
             .as_ref()
@@ -226,7 +226,7 @@ async fn a_corrupt_ca_is_reported_never_replaced() {
     );
     let live = secrets.get("signing-key").await.unwrap();
     assert_eq!(data(&live, "tls.crt").unwrap(), b"not a certificate");
-    assert!(running.metrics.encode().contains("category=\"ca-corrupt\""));
+    assert!(running.metrics.encode().contains("category=\"ca_corrupt\""));
 
     // Deleting it is the way out: a new CA is created.
     secrets
@@ -429,7 +429,7 @@ async fn two_replicas_one_leader_failover_and_admin_endpoints() {
             test_config(&ctx),
             opts,
             metrics.clone(),
-            std::future::pending(),
+            tokio_util::sync::CancellationToken::new(),
         ));
         replicas.push((identity, port, metrics, task));
     }
@@ -532,4 +532,78 @@ async fn rbac_of_the_deployment_denies_what_it_does_not_grant() {
         .list(&ListParams::default())
         .await
         .unwrap();
+}
+
+#[tokio::test]
+async fn a_deposed_leader_stops_writing() {
+    let ctx = TestContext::new("ca-deposed").await.unwrap();
+    let client = service_account_client(&ctx).await;
+    let timing = LeaseTiming {
+        duration: Duration::from_secs(4),
+        retry: Duration::from_millis(300),
+    };
+    let metrics = Arc::new(Metrics::new());
+    let opts = RunOptions {
+        identity: "replica-a".into(),
+        lease_namespace: ctx.namespace.clone(),
+        lease_name: "service-ca-controller-lock".into(),
+        lease_timing: timing,
+        admin_addr: None,
+    };
+    let shutdown = tokio_util::sync::CancellationToken::new();
+    let task = tokio::spawn(service_ca_controller::run(
+        client,
+        test_config(&ctx),
+        opts,
+        metrics.clone(),
+        shutdown.clone(),
+    ));
+    let services: Api<Service> = ctx.api();
+    let secrets: Api<Secret> = ctx.api();
+    request_certificate(&services, "before", "before-tls").await;
+    wait_secret(&secrets, "before-tls", "issued while leading", is_issued).await;
+    let leading = |m: &Metrics| common::metric_value(&m.encode(), "service_ca_leader");
+    assert_eq!(leading(&metrics), Some(1.0));
+
+    // Another identity takes the Lease (as a replica that judged ours expired would).
+    let leases: Api<Lease> = ctx.api();
+    let now = k8s_openapi::jiff::Timestamp::now();
+    leases
+        .patch(
+            "service-ca-controller-lock",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": {
+                "holderIdentity": "thief",
+                "leaseDurationSeconds": 3600,
+                "renewTime": k8s_openapi::apimachinery::pkg::apis::meta::v1::MicroTime(now),
+            }})),
+        )
+        .await
+        .unwrap();
+    eventually(WAIT, "the deposed leader steps down", || async {
+        (leading(&metrics) == Some(0.0)).then_some(())
+    })
+    .await;
+
+    // From now on it writes nothing: a new request stays unanswered for the whole window.
+    let writes = |m: &Metrics| m.writes_of("serving") + m.writes_of("configmap");
+    let before = writes(&metrics);
+    request_certificate(&services, "after", "after-tls").await;
+    common::holds_for(
+        Duration::from_secs(5),
+        "no Secret from a deposed leader",
+        || async {
+            secrets.get_opt("after-tls").await.ok().flatten().is_none()
+                && writes(&metrics) == before
+        },
+    )
+    .await;
+    let lease = leases.get("service-ca-controller-lock").await.unwrap();
+    assert_eq!(
+        lease.spec.and_then(|s| s.holder_identity).as_deref(),
+        Some("thief"),
+        "the deposed leader does not take the Lease back while it is valid"
+    );
+    shutdown.cancel();
+    task.await.unwrap().unwrap();
 }

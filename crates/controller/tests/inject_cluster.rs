@@ -1,5 +1,5 @@
 //! CA bundle injection into cluster-scoped kinds: APIServices, CRD conversion webhooks and
-//! mutating/validating webhook configurations (spec §10.4–§10.6). One test, because these objects
+//! mutating/validating webhook configurations (docs/behavior.md §10.4–§10.6). One test, because these objects
 //! are cluster-wide and only one controller may inject them at a time.
 
 mod common;

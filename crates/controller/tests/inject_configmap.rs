@@ -1,4 +1,4 @@
-//! ConfigMap CA bundle injection against a real kube-apiserver (spec §10.1–§10.3).
+//! ConfigMap CA bundle injection against a real kube-apiserver (docs/behavior.md §10.1–§10.3).
 
 mod common;
 
@@ -65,7 +65,7 @@ async fn configmaps_get_the_bundle_and_keep_it() {
     let bundle = current_bundle(&running);
 
     let cm = wait_configmap(&cms, "with-data", "injected", |c| injected(c, &bundle)).await;
-    // spec §10.3: data replaced, binaryData kept.
+    // docs/behavior.md §10.3: data replaced, binaryData kept.
     assert_eq!(
         cm.binary_data.as_ref().unwrap()["blob"],
         ByteString(vec![0, 1, 2])

@@ -1,5 +1,5 @@
 //! Serving-certificate controller against a real kube-apiserver: one test per row of the
-//! decision tables in spec §7.4 and §8.2, plus bad input, restarts and a burst of Services.
+//! decision tables in docs/behavior.md §7.4 and §8.2, plus bad input, restarts and a burst of Services.
 
 mod common;
 
@@ -602,5 +602,71 @@ async fn two_hundred_services_at_once() {
         .unwrap();
     }
     eprintln!("200 services: all secrets issued and verified in {took:?}");
+    running.stop().await;
+}
+
+#[tokio::test]
+async fn derived_state_follows_deletes() {
+    let ctx = TestContext::new("serving-forget").await.unwrap();
+    let running = controller(&ctx, |_| {}).await;
+    let services: Api<Service> = ctx.api();
+    let secrets: Api<Secret> = ctx.api();
+    let tracked = || common::metric_value(&running.metrics.encode(), "service_ca_tracked_services");
+    assert_eq!(tracked(), Some(0.0));
+
+    request_certificate(&services, "kept", "kept-tls").await;
+    request_certificate(&services, "gone", "gone-tls").await;
+    wait_secret(&secrets, "kept-tls", "issued", is_issued).await;
+    wait_secret(&secrets, "gone-tls", "issued", is_issued).await;
+    let series = |secret: &str| format!("secret=\"{secret}\"");
+    assert!(running.metrics.encode().contains(&series("gone-tls")));
+    assert_eq!(tracked(), Some(2.0));
+
+    // Deleting the Service drops its expiry series (no stale "expires soon" alert) and its entry.
+    services
+        .delete("gone", &DeleteParams::default())
+        .await
+        .unwrap();
+    eventually(
+        WAIT,
+        "expiry series of the deleted Service gone",
+        || async { (!running.metrics.encode().contains(&series("gone-tls"))).then_some(()) },
+    )
+    .await;
+    assert!(running.metrics.encode().contains(&series("kept-tls")));
+    assert_eq!(tracked(), Some(1.0));
+
+    // Removing the annotation stops management the same way.
+    services
+        .patch(
+            "kept",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"metadata": {"annotations": {names::SECRET_NAME_BETA: null}}})),
+        )
+        .await
+        .unwrap();
+    eventually(WAIT, "series of the unmanaged Secret gone", || async {
+        (!running.metrics.encode().contains(&series("kept-tls"))).then_some(())
+    })
+    .await;
+
+    // Churn: the index returns to its starting size.
+    for i in 0..10 {
+        request_certificate(&services, &format!("churn-{i}"), &format!("churn-{i}-tls")).await;
+    }
+    eventually(WAIT, "ten tracked", || async {
+        (tracked() == Some(10.0)).then_some(())
+    })
+    .await;
+    for i in 0..10 {
+        services
+            .delete(&format!("churn-{i}"), &DeleteParams::default())
+            .await
+            .unwrap();
+    }
+    eventually(WAIT, "index back to its start", || async {
+        (tracked() == Some(0.0)).then_some(())
+    })
+    .await;
     running.stop().await;
 }

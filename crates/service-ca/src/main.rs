@@ -5,7 +5,7 @@ mod settings;
 use std::path::PathBuf;
 
 use anyhow::Context;
-use clap::{Args, Parser, Subcommand, ValueEnum};
+use clap::{Args, CommandFactory, FromArgMatches, Parser, Subcommand, ValueEnum};
 use kube::config::{KubeConfigOptions, Kubeconfig};
 use settings::Settings;
 use tracing::info;
@@ -100,7 +100,9 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         admin_addr: Some(args.admin_addr),
     };
     info!(admin = %args.admin_addr, identity = %opts.identity, "starting");
-    let shutdown = async {
+    let shutdown = tokio_util::sync::CancellationToken::new();
+    let on_signal = shutdown.clone();
+    tokio::spawn(async move {
         let mut term =
             tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
         tokio::select! {
@@ -108,7 +110,8 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
             _ = async { match term.as_mut() { Some(t) => { t.recv().await; } None => std::future::pending().await } } => {}
         }
         info!("shutting down");
-    };
+        on_signal.cancel();
+    });
     let metrics = std::sync::Arc::new(service_ca_controller::Metrics::new());
     service_ca_controller::run(client, cfg, opts, metrics, shutdown).await?;
     Ok(())
@@ -124,9 +127,24 @@ fn init_logging(format: LogFormat) {
     }
 }
 
+/// Parses the command line, with each setting's default (from `Config::default()`) in its help.
+fn parse_cli() -> anyhow::Result<Cli> {
+    let command = Cli::command().mut_subcommand("run", |run| {
+        Settings::defaults()
+            .into_iter()
+            .fold(run, |run, (id, default)| {
+                run.mut_arg(id, |arg| {
+                    let help = arg.get_help().map(ToString::to_string).unwrap_or_default();
+                    arg.help(format!("{help} [default: {default}]"))
+                })
+            })
+    });
+    Ok(Cli::from_arg_matches(&command.get_matches())?)
+}
+
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    let cli = Cli::parse();
+    let cli = parse_cli()?;
     init_logging(cli.log_format);
     match cli.command {
         Command::Run(args) => run(args).await,

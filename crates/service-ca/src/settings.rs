@@ -1,5 +1,9 @@
 //! Controller settings from flags and an optional YAML/JSON file: same names in both (the file
 //! uses the flag names without `--`); a flag given on the command line wins over the file.
+//!
+//! Each setting is declared once, in the `settings!` table below: its flag and file key, its
+//! help text, and the [`Config`] field it sets. Defaults live only in `Config::default()` (and
+//! `Config::short_rotation()`); the help text shows them from there.
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -10,75 +14,242 @@ use serde::Deserialize;
 use service_ca_controller::Config;
 use service_ca_pki::{ChainOrder, KeyAlgorithm};
 
-/// Every controller setting; `None` means "not given here".
-#[derive(Args, Deserialize, Default, Debug, Clone)]
-#[serde(rename_all = "kebab-case", deny_unknown_fields)]
-pub struct Settings {
-    /// Namespace of the CA Secret, bundle ConfigMap and Lease [default: openshift-service-ca].
-    #[arg(long)]
-    pub namespace: Option<String>,
-    /// Name of the CA Secret [default: signing-key].
-    #[arg(long)]
-    pub ca_secret: Option<String>,
-    /// Name of the bundle ConfigMap [default: signing-cabundle].
-    #[arg(long)]
-    pub bundle_configmap: Option<String>,
+/// A value a setting can take: parsed the same way from a flag and from the file, and shown
+/// in the help text.
+pub trait SettingValue: Sized {
+    /// Parses the text form.
+    fn parse(text: &str) -> Result<Self, String>;
+    /// The text form, as a user would type it.
+    fn show(&self) -> String;
+}
+
+impl SettingValue for String {
+    fn parse(text: &str) -> Result<Self, String> {
+        Ok(text.to_string())
+    }
+    fn show(&self) -> String {
+        self.clone()
+    }
+}
+
+impl SettingValue for PathBuf {
+    fn parse(text: &str) -> Result<Self, String> {
+        Ok(PathBuf::from(text))
+    }
+    fn show(&self) -> String {
+        self.display().to_string()
+    }
+}
+
+impl SettingValue for u16 {
+    fn parse(text: &str) -> Result<Self, String> {
+        text.trim()
+            .parse()
+            .map_err(|_| format!("{text:?} is not a number from 0 to 65535"))
+    }
+    fn show(&self) -> String {
+        self.to_string()
+    }
+}
+
+impl SettingValue for bool {
+    fn parse(text: &str) -> Result<Self, String> {
+        match text.trim() {
+            "true" => Ok(true),
+            "false" => Ok(false),
+            other => Err(format!("{other:?} is not true or false")),
+        }
+    }
+    fn show(&self) -> String {
+        self.to_string()
+    }
+}
+
+impl SettingValue for Duration {
+    fn parse(text: &str) -> Result<Self, String> {
+        parse_duration(text)
+    }
+    fn show(&self) -> String {
+        show_duration(*self)
+    }
+}
+
+impl SettingValue for KeyAlgorithm {
+    fn parse(text: &str) -> Result<Self, String> {
+        text.parse()
+            .map_err(|e: service_ca_pki::PkiError| e.to_string())
+    }
+    fn show(&self) -> String {
+        self.to_string()
+    }
+}
+
+impl SettingValue for ChainOrder {
+    fn parse(text: &str) -> Result<Self, String> {
+        match text {
+            "portable" => Ok(ChainOrder::Portable),
+            "upstream" => Ok(ChainOrder::Upstream),
+            other => Err(format!("chain order {other:?} is not portable or upstream")),
+        }
+    }
+    fn show(&self) -> String {
+        match self {
+            ChainOrder::Portable => "portable",
+            ChainOrder::Upstream => "upstream",
+        }
+        .into()
+    }
+}
+
+/// `NAMESPACE/NAME`.
+impl SettingValue for (String, String) {
+    fn parse(text: &str) -> Result<Self, String> {
+        match text.split_once('/') {
+            Some((ns, name)) if !ns.is_empty() && !name.is_empty() => Ok((ns.into(), name.into())),
+            _ => Err(format!("{text:?} is not NAMESPACE/NAME")),
+        }
+    }
+    fn show(&self) -> String {
+        format!("{}/{}", self.0, self.1)
+    }
+}
+
+/// How a setting's value lands in its [`Config`] field (plain, or wrapped in `Some`), and how
+/// the field's default is shown.
+trait ConfigField<T> {
+    fn assign(&mut self, value: T);
+    fn show_default(&self) -> String;
+}
+
+impl<T: SettingValue> ConfigField<T> for T {
+    fn assign(&mut self, value: T) {
+        *self = value;
+    }
+    fn show_default(&self) -> String {
+        self.show()
+    }
+}
+
+impl<T: SettingValue> ConfigField<T> for Option<T> {
+    fn assign(&mut self, value: T) {
+        *self = Some(value);
+    }
+    fn show_default(&self) -> String {
+        self.as_ref()
+            .map_or_else(|| "none".into(), SettingValue::show)
+    }
+}
+
+fn parse_value<T: SettingValue>(text: &str) -> Result<T, String> {
+    T::parse(text)
+}
+
+/// Reads a file value as text whatever its YAML type (`4`, `true` and `"4"` alike), then parses
+/// it like the flag.
+fn de_value<'de, D, T>(d: D) -> Result<Option<T>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: SettingValue,
+{
+    let raw: Option<serde_yaml::Value> = Option::deserialize(d)?;
+    let text = match raw {
+        None | Some(serde_yaml::Value::Null) => return Ok(None),
+        Some(serde_yaml::Value::String(s)) => s,
+        Some(serde_yaml::Value::Bool(b)) => b.to_string(),
+        Some(serde_yaml::Value::Number(n)) => n.to_string(),
+        Some(other) => {
+            return Err(serde::de::Error::custom(format!(
+                "expected a single value, found {other:?}"
+            )));
+        }
+    };
+    T::parse(&text).map(Some).map_err(serde::de::Error::custom)
+}
+
+/// Declares every setting once: `field: Type => config.path;`, with its doc comment as help and
+/// any extra clap attributes.
+macro_rules! settings {
+    ($( $(#[doc = $doc:literal])+ $(#[arg($($arg:tt)*)])? $field:ident: $ty:ty => $($path:ident).+; )*) => {
+        /// Every controller setting; `None` means "not given here".
+        #[derive(Args, Deserialize, Default, Debug, Clone)]
+        #[serde(rename_all = "kebab-case", deny_unknown_fields)]
+        pub struct Settings {
+            /// Start from the short-rotation preset (CA 2h30m, leaves 2h, margin 1h) for testing.
+            #[arg(long, num_args = 0..=1, default_missing_value = "true", value_parser = parse_value::<bool>)]
+            #[serde(default, deserialize_with = "de_value")]
+            pub short_rotation: Option<bool>,
+            $(
+                $(#[doc = $doc])+
+                #[arg(long, value_parser = parse_value::<$ty> $(, $($arg)*)?)]
+                #[serde(default, deserialize_with = "de_value")]
+                pub $field: Option<$ty>,
+            )*
+        }
+
+        impl Settings {
+            /// Values of `self` where given, else those of `fallback`.
+            pub fn or(self, fallback: Settings) -> Settings {
+                Settings {
+                    short_rotation: self.short_rotation.or(fallback.short_rotation),
+                    $( $field: self.$field.or(fallback.$field), )*
+                }
+            }
+
+            /// Sets every given value on `cfg`.
+            fn apply(&self, cfg: &mut Config) {
+                $( if let Some(value) = &self.$field {
+                    ConfigField::<$ty>::assign(&mut cfg.$($path).+, value.clone());
+                } )*
+            }
+
+            /// Each setting's flag name and its default, as shown in the help text.
+            pub fn defaults() -> Vec<(&'static str, String)> {
+                let cfg = Config::default();
+                vec![ $( (stringify!($field), ConfigField::<$ty>::show_default(&cfg.$($path).+)), )* ]
+            }
+        }
+    };
+}
+
+settings! {
+    /// Namespace of the CA Secret, bundle ConfigMap and Lease.
+    namespace: String => namespace;
+    /// Name of the CA Secret.
+    ca_secret: String => ca_secret;
+    /// Name of the bundle ConfigMap.
+    bundle_configmap: String => bundle_configmap;
     /// Also publish the bundle to this ConfigMap, as NAMESPACE/NAME.
-    #[arg(long)]
-    pub publish_bundle_to: Option<String>,
-    /// Start from the short-rotation preset (CA 2h30m, leaves 2h, margin 1h) for testing.
-    #[arg(long, num_args = 0..=1, default_missing_value = "true")]
-    pub short_rotation: Option<bool>,
-    /// CA lifetime, e.g. 790d or 2h30m [default: 790d].
-    #[arg(long, value_parser = parse_duration)]
-    #[serde(default, deserialize_with = "de_duration")]
-    pub ca_lifetime: Option<Duration>,
-    /// Rotate the CA when less than this validity remains [default: 183d, "6 months"].
-    #[arg(long, value_parser = parse_duration)]
-    #[serde(default, deserialize_with = "de_duration")]
-    pub rotation_threshold: Option<Duration>,
-    /// Minimum validity of the previous CA's trust bridge after a rotation [default: 183d].
-    #[arg(long, value_parser = parse_duration)]
-    #[serde(default, deserialize_with = "de_duration")]
-    pub trust_bridge_min: Option<Duration>,
-    /// Serving certificate lifetime [default: 730d].
-    #[arg(long, value_parser = parse_duration)]
-    #[serde(default, deserialize_with = "de_duration")]
-    pub leaf_lifetime: Option<Duration>,
-    /// Re-issue serving certificates when less than this remains [default: 30d; minimum 1h].
-    #[arg(long, value_parser = parse_duration)]
-    #[serde(default, deserialize_with = "de_duration")]
-    pub renew_before: Option<Duration>,
-    /// Key algorithm of the CA: rsa-2048, rsa-3072, rsa-4096, ecdsa-p256, ecdsa-p384 [default: rsa-2048].
-    #[arg(long)]
-    #[serde(default, deserialize_with = "de_from_str")]
-    pub ca_key_algorithm: Option<KeyAlgorithm>,
-    /// Key algorithm of serving certificates [default: rsa-2048].
-    #[arg(long)]
-    #[serde(default, deserialize_with = "de_from_str")]
-    pub leaf_key_algorithm: Option<KeyAlgorithm>,
-    /// Cluster DNS domain used in SANs [default: cluster.local].
-    #[arg(long)]
-    pub cluster_domain: Option<String>,
-    /// Serving chain order: portable [leaf, intermediate, CA] or upstream [leaf, CA, intermediate] [default: portable].
-    #[arg(long, value_parser = parse_chain_order)]
-    #[serde(default, deserialize_with = "de_chain_order")]
-    pub chain_order: Option<ChainOrder>,
-    /// Concurrent reconciles per controller [default: 16].
-    #[arg(long)]
-    pub concurrency: Option<u16>,
-    /// Only manage Services and ConfigMaps in this namespace [default: the whole cluster].
-    #[arg(long)]
-    pub watch_namespace: Option<String>,
-    /// Inject into APIServices, CRDs and webhook configurations [default: true].
-    #[arg(long, num_args = 0..=1, default_missing_value = "true")]
-    pub cluster_scoped_injection: Option<bool>,
-    /// Run the legacy ("vulnerable") injector for ConfigMaps named openshift-service-ca.crt [default: false].
-    #[arg(long, num_args = 0..=1, default_missing_value = "true")]
-    pub legacy_injector: Option<bool>,
-    /// CA file the legacy injector appends [default: the pod's ServiceAccount ca.crt].
-    #[arg(long)]
-    pub legacy_ca_file: Option<PathBuf>,
+    publish_bundle_to: (String, String) => publish_bundle_to;
+    /// CA lifetime, e.g. 790d or 2h30m.
+    ca_lifetime: Duration => ca.lifetime;
+    /// Rotate the CA when less than this validity remains.
+    rotation_threshold: Duration => ca.rotation_threshold;
+    /// Minimum validity of the previous CA's trust bridge after a rotation.
+    trust_bridge_min: Duration => ca.trust_bridge_min;
+    /// Serving certificate lifetime.
+    leaf_lifetime: Duration => leaf_lifetime;
+    /// Re-issue serving certificates when less than this remains (minimum 1h).
+    renew_before: Duration => renew_before;
+    /// Key algorithm of the CA: rsa-2048, rsa-3072, rsa-4096, ecdsa-p256, ecdsa-p384.
+    ca_key_algorithm: KeyAlgorithm => ca.key_algorithm;
+    /// Key algorithm of serving certificates.
+    leaf_key_algorithm: KeyAlgorithm => leaf_key_algorithm;
+    /// Cluster DNS domain used in SANs.
+    cluster_domain: String => cluster_domain;
+    /// Serving chain order: portable [leaf, intermediate, CA] or upstream [leaf, CA, intermediate].
+    chain_order: ChainOrder => chain_order;
+    /// Concurrent reconciles per controller.
+    concurrency: u16 => concurrency;
+    /// Only manage Services and ConfigMaps in this namespace (none: the whole cluster).
+    watch_namespace: String => watch_namespace;
+    /// Inject into APIServices, CRDs and webhook configurations.
+    #[arg(num_args = 0..=1, default_missing_value = "true")]
+    cluster_scoped_injection: bool => cluster_scoped_injection;
+    /// Run the legacy ("vulnerable") injector for ConfigMaps named openshift-service-ca.crt.
+    #[arg(num_args = 0..=1, default_missing_value = "true")]
+    legacy_injector: bool => legacy_injector;
+    /// CA file the legacy injector appends.
+    legacy_ca_file: PathBuf => legacy_ca_file;
 }
 
 /// Parses `90d`, `12h`, `30m`, `45s` and combinations such as `2h30m`.
@@ -115,41 +286,17 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
     Ok(Duration::from_secs(total))
 }
 
-fn parse_chain_order(s: &str) -> Result<ChainOrder, String> {
-    match s {
-        "portable" => Ok(ChainOrder::Portable),
-        "upstream" => Ok(ChainOrder::Upstream),
-        other => Err(format!("chain order {other:?} is not portable or upstream")),
+/// The inverse of [`parse_duration`]: `790d`, `2h30m`, `45s`.
+pub fn show_duration(d: Duration) -> String {
+    let mut left = d.as_secs();
+    let mut out = String::new();
+    for (unit, secs) in [('d', 86400), ('h', 3600), ('m', 60), ('s', 1)] {
+        if left >= secs {
+            out.push_str(&format!("{}{unit}", left / secs));
+            left %= secs;
+        }
     }
-}
-
-fn de_with<'de, D, T>(
-    d: D,
-    parse: impl Fn(&str) -> Result<T, String>,
-) -> Result<Option<T>, D::Error>
-where
-    D: serde::Deserializer<'de>,
-{
-    let raw: Option<String> = Option::deserialize(d)?;
-    raw.map(|s| parse(&s).map_err(serde::de::Error::custom))
-        .transpose()
-}
-
-fn de_duration<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
-    de_with(d, parse_duration)
-}
-
-fn de_chain_order<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<ChainOrder>, D::Error> {
-    de_with(d, parse_chain_order)
-}
-
-fn de_from_str<'de, D, T>(d: D) -> Result<Option<T>, D::Error>
-where
-    D: serde::Deserializer<'de>,
-    T: std::str::FromStr,
-    T::Err: std::fmt::Display,
-{
-    de_with(d, |s| s.parse::<T>().map_err(|e| e.to_string()))
+    if out.is_empty() { "0s".into() } else { out }
 }
 
 impl Settings {
@@ -160,33 +307,6 @@ impl Settings {
         serde_yaml::from_str(&text).with_context(|| format!("config file {}", path.display()))
     }
 
-    /// Values of `self` where given, else those of `fallback`.
-    pub fn or(self, fallback: Settings) -> Settings {
-        Settings {
-            namespace: self.namespace.or(fallback.namespace),
-            ca_secret: self.ca_secret.or(fallback.ca_secret),
-            bundle_configmap: self.bundle_configmap.or(fallback.bundle_configmap),
-            publish_bundle_to: self.publish_bundle_to.or(fallback.publish_bundle_to),
-            short_rotation: self.short_rotation.or(fallback.short_rotation),
-            ca_lifetime: self.ca_lifetime.or(fallback.ca_lifetime),
-            rotation_threshold: self.rotation_threshold.or(fallback.rotation_threshold),
-            trust_bridge_min: self.trust_bridge_min.or(fallback.trust_bridge_min),
-            leaf_lifetime: self.leaf_lifetime.or(fallback.leaf_lifetime),
-            renew_before: self.renew_before.or(fallback.renew_before),
-            ca_key_algorithm: self.ca_key_algorithm.or(fallback.ca_key_algorithm),
-            leaf_key_algorithm: self.leaf_key_algorithm.or(fallback.leaf_key_algorithm),
-            cluster_domain: self.cluster_domain.or(fallback.cluster_domain),
-            chain_order: self.chain_order.or(fallback.chain_order),
-            concurrency: self.concurrency.or(fallback.concurrency),
-            watch_namespace: self.watch_namespace.or(fallback.watch_namespace),
-            cluster_scoped_injection: self
-                .cluster_scoped_injection
-                .or(fallback.cluster_scoped_injection),
-            legacy_injector: self.legacy_injector.or(fallback.legacy_injector),
-            legacy_ca_file: self.legacy_ca_file.or(fallback.legacy_ca_file),
-        }
-    }
-
     /// The validated controller configuration: preset, then every given value.
     pub fn to_config(&self) -> anyhow::Result<Config> {
         let mut cfg = if self.short_rotation == Some(true) {
@@ -194,39 +314,7 @@ impl Settings {
         } else {
             Config::default()
         };
-        fn set<T: Clone>(target: &mut T, value: &Option<T>) {
-            if let Some(v) = value {
-                *target = v.clone();
-            }
-        }
-        set(&mut cfg.namespace, &self.namespace);
-        set(&mut cfg.ca_secret, &self.ca_secret);
-        set(&mut cfg.bundle_configmap, &self.bundle_configmap);
-        if let Some(target) = &self.publish_bundle_to {
-            let (ns, name) = target
-                .split_once('/')
-                .context("publish-bundle-to must be NAMESPACE/NAME")?;
-            cfg.publish_bundle_to = Some((ns.into(), name.into()));
-        }
-        set(&mut cfg.ca.lifetime, &self.ca_lifetime);
-        set(&mut cfg.ca.rotation_threshold, &self.rotation_threshold);
-        set(&mut cfg.ca.trust_bridge_min, &self.trust_bridge_min);
-        set(&mut cfg.leaf_lifetime, &self.leaf_lifetime);
-        set(&mut cfg.renew_before, &self.renew_before);
-        set(&mut cfg.ca.key_algorithm, &self.ca_key_algorithm);
-        set(&mut cfg.leaf_key_algorithm, &self.leaf_key_algorithm);
-        set(&mut cfg.cluster_domain, &self.cluster_domain);
-        set(&mut cfg.chain_order, &self.chain_order);
-        set(&mut cfg.concurrency, &self.concurrency);
-        cfg.watch_namespace = self.watch_namespace.clone();
-        set(
-            &mut cfg.cluster_scoped_injection,
-            &self.cluster_scoped_injection,
-        );
-        set(&mut cfg.legacy_injector, &self.legacy_injector);
-        cfg.legacy_ca_file = Some(self.legacy_ca_file.clone().unwrap_or_else(|| {
-            PathBuf::from("/var/run/secrets/kubernetes.io/serviceaccount/ca.crt")
-        }));
+        self.apply(&mut cfg);
         cfg.validate()?;
         Ok(cfg)
     }
@@ -235,6 +323,19 @@ impl Settings {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn defaults_come_from_the_config() {
+        let defaults: std::collections::HashMap<_, _> = Settings::defaults().into_iter().collect();
+        assert_eq!(defaults["leaf_lifetime"], "730d");
+        assert_eq!(
+            defaults["ca_lifetime"],
+            show_duration(Config::default().ca.lifetime)
+        );
+        assert_eq!(defaults["watch_namespace"], "none");
+        assert_eq!(defaults["chain_order"], "portable");
+        assert_eq!(show_duration(Duration::from_secs(9000)), "2h30m");
+    }
 
     #[test]
     fn durations() {

@@ -1,5 +1,5 @@
 //! CA bundle injection: one generic controller, instantiated for ConfigMaps, APIServices, CRDs
-//! and mutating/validating webhook configurations (spec §10).
+//! and mutating/validating webhook configurations (docs/behavior.md §10).
 //!
 //! Every kind is watched metadata-only, and only objects carrying the injection annotation are
 //! kept in the cache: memory follows the number of injection targets, not of ConfigMaps. The
@@ -9,32 +9,36 @@ mod targets;
 
 use std::fmt::Debug;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use futures::StreamExt;
 use kube::api::{Patch, PatchParams};
 use kube::core::PartialObjectMeta;
 use kube::runtime::controller::{self, Action, Controller};
 use kube::runtime::events::EventType;
-#[allow(deprecated)] // the generic replacement needs an Api<PartialObjectMeta<K>> per scope
-use kube::runtime::metadata_watcher;
-use kube::runtime::reflector::{self};
+use kube::runtime::reflector::{self, ObjectRef};
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Api, Client, Resource, ResourceExt};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
-use tracing::{info, warn};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tracing::{Instrument, info, warn};
 
 use crate::ca::CaReceiver;
-use crate::config::Config;
+use crate::config::{Config, ConfigError};
 use crate::events::EventSink;
 use crate::metrics::Metrics;
 use crate::names;
-use crate::serving::reconcile::ca_change_stream;
+use crate::plumbing::{self, ReconcileError, ReconcileMeasurer};
+use crate::readiness::CacheSync;
+
+/// How long a failed injection waits before the next attempt (conflicts retry sooner).
+const RETRY: Duration = Duration::from_secs(30);
 
 /// What injecting the bundle into one object takes.
 #[derive(Debug, PartialEq)]
-pub enum Outcome {
+pub(crate) enum Outcome {
     /// The object already holds the bundle.
     UpToDate,
     /// The object cannot take a bundle; the reason is logged, nothing is retried.
@@ -43,7 +47,7 @@ pub enum Outcome {
     Patch {
         /// The merge patch.
         body: serde_json::Value,
-        /// ConfigMap data keys the patch deletes (spec §10.3), for the Event.
+        /// ConfigMap data keys the patch deletes (docs/behavior.md §10.3), for the Event.
         removed_data_keys: Vec<String>,
     },
 }
@@ -58,24 +62,24 @@ impl Outcome {
 }
 
 /// A kind the bundle can be injected into.
-pub trait Target:
+pub(crate) trait Target:
     Resource<DynamicType = ()> + Clone + Debug + Serialize + DeserializeOwned + Send + Sync + 'static
 {
     /// Controller name, used in logs and metrics.
     const KIND: &'static str;
-    /// Whether the alpha annotation is honoured for this kind (spec §10.2).
+    /// Whether the alpha annotation is honoured for this kind (docs/behavior.md §10.2).
     const ACCEPTS_ALPHA: bool;
-    /// Whether the kind is cluster-scoped.
-    const CLUSTER_SCOPED: bool;
     /// An API handle for objects in `namespace`, or all namespaces (cluster-scoped kinds ignore
     /// the namespace).
     fn api(client: Client, namespace: Option<&str>) -> Api<Self>;
+    /// The same scope, metadata only (what the watch uses).
+    fn watch_api(client: Client, namespace: Option<&str>) -> Api<PartialObjectMeta<Self>>;
     /// What injecting `bundle` into this object takes.
     fn injection(&self, bundle: &str) -> Outcome;
 }
 
-/// Whether the injection annotation asks for this object: value `true`, any case (spec §10.1).
-pub fn selected<K: Target>(meta: &kube::api::ObjectMeta) -> bool {
+/// Whether the injection annotation asks for this object: value `true`, any case (docs/behavior.md §10.1).
+pub(crate) fn selected<K: Target>(meta: &kube::api::ObjectMeta) -> bool {
     let is_true = |key: &str| {
         meta.annotations
             .as_ref()
@@ -87,40 +91,41 @@ pub fn selected<K: Target>(meta: &kube::api::ObjectMeta) -> bool {
 
 /// Errors of the injectors.
 #[derive(Debug, thiserror::Error)]
-pub enum InjectError {
+pub(crate) enum InjectError {
     /// A Kubernetes API call failed.
-    #[error("kubernetes API: {}", crate::api_message(.0))]
+    #[error("kubernetes API: {}", plumbing::api_message(.0))]
     Kube(#[from] kube::Error),
 }
 
-impl InjectError {
-    /// Stable category for metrics and Event reasons.
-    pub fn category(&self) -> &'static str {
+impl ReconcileError for InjectError {
+    fn category(&self) -> &'static str {
         match self {
-            InjectError::Kube(kube::Error::Api(s)) if s.code == 409 => "conflict",
-            InjectError::Kube(kube::Error::Api(s)) if s.code == 422 => "invalid",
-            InjectError::Kube(_) => "kube",
+            InjectError::Kube(e) => plumbing::kube_category(e),
         }
+    }
+
+    fn is_conflict(&self) -> bool {
+        matches!(self, InjectError::Kube(e) if plumbing::status_code(e) == Some(409))
     }
 }
 
 /// Shared state of the injectors.
-pub struct InjectContext {
+pub(crate) struct InjectContext {
     client: Client,
     ca: CaReceiver,
     events: EventSink,
     metrics: Arc<Metrics>,
-    caches: crate::sync::CacheSync,
+    caches: CacheSync,
 }
 
 impl InjectContext {
     /// Bundles what reconciles need.
-    pub fn new(
+    pub(crate) fn new(
         client: Client,
         ca: CaReceiver,
         events: EventSink,
         metrics: Arc<Metrics>,
-        caches: crate::sync::CacheSync,
+        caches: CacheSync,
     ) -> Self {
         Self {
             client,
@@ -133,20 +138,20 @@ impl InjectContext {
 }
 
 /// Which objects one injector serves, and what it injects: the standard injector of a kind, or
-/// the legacy ConfigMap injector (spec §10.7), which differs only in these two respects.
+/// the legacy ConfigMap injector (docs/behavior.md §10.7), which differs only in these two respects.
 #[derive(Clone)]
-pub struct Flavor {
+pub(crate) struct Flavor {
     /// Name in logs and metrics.
-    pub name: &'static str,
+    pub(crate) name: &'static str,
     /// Whether an object's metadata asks for this injector.
-    pub selects: fn(&kube::api::ObjectMeta) -> bool,
+    pub(crate) selects: fn(&kube::api::ObjectMeta) -> bool,
     /// Appended to the CA bundle (legacy: the ServiceAccount CA and a newline).
-    pub suffix: Option<Arc<str>>,
+    pub(crate) suffix: Option<Arc<str>>,
 }
 
 impl Flavor {
     /// The standard injector of kind `K`.
-    pub fn standard<K: Target>() -> Self {
+    pub(crate) fn standard<K: Target>() -> Self {
         Self {
             name: K::KIND,
             selects: selected::<K>,
@@ -154,13 +159,26 @@ impl Flavor {
         }
     }
 
-    /// The legacy ConfigMap injector, appending `service_account_ca` (spec §10.7).
-    pub fn legacy(service_account_ca: &str) -> Self {
+    /// The legacy ConfigMap injector, appending `service_account_ca` (docs/behavior.md §10.7).
+    pub(crate) fn legacy(service_account_ca: &str) -> Self {
         Self {
             name: "configmap-legacy",
             selects: legacy_selected,
             suffix: Some(format!("{service_account_ca}\n").into()),
         }
+    }
+
+    /// The legacy injector if the configuration turns it on, with the CA file it appends read.
+    pub(crate) fn legacy_from_config(cfg: &Config) -> Result<Option<Self>, ConfigError> {
+        if !cfg.legacy_injector {
+            return Ok(None);
+        }
+        let path = cfg.legacy_ca_file.as_deref().ok_or_else(|| {
+            ConfigError::Invalid("the legacy injector needs --legacy-ca-file".into())
+        })?;
+        let ca = std::fs::read_to_string(path)
+            .map_err(|e| ConfigError::Invalid(format!("legacy CA file {}: {e}", path.display())))?;
+        Ok(Some(Self::legacy(&ca)))
     }
 
     fn bundle(&self, ca_bundle: String) -> String {
@@ -173,8 +191,8 @@ impl Flavor {
 
 /// The legacy injector serves ConfigMaps named `openshift-service-ca.crt` whose legacy annotation
 /// is `true` (any case), and stands down as soon as either `inject-cabundle` key is present,
-/// whatever its value, so the two injectors never fight (spec §10.7).
-pub fn legacy_selected(meta: &kube::api::ObjectMeta) -> bool {
+/// whatever its value, so the two injectors never fight (docs/behavior.md §10.7).
+pub(crate) fn legacy_selected(meta: &kube::api::ObjectMeta) -> bool {
     let annotations = meta.annotations.as_ref();
     let has = |key: &str| annotations.is_some_and(|a| a.contains_key(key));
     meta.name.as_deref() == Some(names::LEGACY_CONFIGMAP_NAME)
@@ -204,39 +222,36 @@ fn keep_selected<K: Target>(
     }
 }
 
-/// Runs one injector for kind `K` until `shutdown` resolves.
-pub async fn run<K: Target>(
+/// Runs one injector for kind `K` until `token` is cancelled.
+async fn run<K: Target>(
     ctx: Arc<InjectContext>,
-    cfg: Arc<Config>,
+    namespace: Option<String>,
+    concurrency: u16,
     flavor: Flavor,
-    shutdown: impl std::future::Future<Output = ()> + Send + Sync + 'static,
+    token: CancellationToken,
 ) where
     PartialObjectMeta<K>: Resource<DynamicType = ()>,
 {
     let (reader, writer) = reflector::store();
     ctx.caches.track(reader.clone());
-    let ca_changes = ca_change_stream(ctx.ca.clone());
-    let watch_api = K::api(ctx.client.clone(), cfg.watch_namespace.as_deref());
-    #[allow(deprecated)]
-    let targets = metadata_watcher(watch_api, watcher::Config::default())
+    let ca_changes = plumbing::ca_changes(ctx.ca.clone());
+    let api = K::watch_api(ctx.client.clone(), namespace.as_deref());
+    let targets = watcher(api, watcher::Config::default())
         .default_backoff()
         .filter_map(move |event| {
-            futures::future::ready(Some(event.map(|e| keep_selected::<K>(flavor.selects, e))))
-        })
-        .filter_map(|event| {
             futures::future::ready(match event {
-                Ok(Some(e)) => Some(Ok(e)),
-                Ok(None) => None,
+                Ok(e) => keep_selected::<K>(flavor.selects, e).map(Ok),
                 Err(e) => Some(Err(e)),
             })
         })
         .modify(|obj| obj.metadata.managed_fields = None)
         .reflect(writer)
         .applied_objects();
-    Controller::for_stream(targets, reader)
+    let name = flavor.name;
+    let results = Controller::for_stream(targets, reader)
         .reconcile_all_on(ca_changes)
-        .with_config(controller::Config::default().concurrency(cfg.concurrency))
-        .graceful_shutdown_on(shutdown)
+        .with_config(controller::Config::default().concurrency(concurrency))
+        .graceful_shutdown_on(token.cancelled_owned())
         .run(
             reconcile::<K>,
             error_policy::<K>,
@@ -244,9 +259,8 @@ pub async fn run<K: Target>(
                 shared: ctx,
                 flavor,
             }),
-        )
-        .for_each(|_| futures::future::ready(()))
-        .await;
+        );
+    plumbing::consume(name, results).await;
 }
 
 fn error_policy<K: Target>(
@@ -254,28 +268,21 @@ fn error_policy<K: Target>(
     err: &InjectError,
     ctx: Arc<KindContext>,
 ) -> Action {
-    ctx.shared
-        .metrics
-        .reconcile_error(ctx.flavor.name, err.category());
-    match err.category() {
-        "conflict" => Action::requeue(Duration::from_millis(500)),
-        _ => Action::requeue(Duration::from_secs(30)),
-    }
+    plumbing::requeue_after_error(&ctx.shared.metrics, ctx.flavor.name, err, RETRY)
 }
 
 async fn reconcile<K: Target>(
     meta: Arc<PartialObjectMeta<K>>,
     ctx: Arc<KindContext>,
-) -> Result<Action, InjectError> {
-    let started = Instant::now();
-    let result = inject::<K>(&meta, &ctx.shared, &ctx.flavor).await;
-    ctx.shared
-        .metrics
-        .reconciled(ctx.flavor.name, started.elapsed());
-    if let Err(err) = &result {
-        warn!(kind = ctx.flavor.name, object = %describe(&meta.metadata), error = %err, "injection failed");
-    }
-    result
+) -> Result<Action, InjectError>
+where
+    PartialObjectMeta<K>: Resource<DynamicType = ()>,
+{
+    let _measure = ReconcileMeasurer::start(&ctx.shared.metrics, ctx.flavor.name);
+    let span = plumbing::reconcile_span(ctx.flavor.name, &ObjectRef::from_obj(meta.as_ref()));
+    inject::<K>(&meta, &ctx.shared, &ctx.flavor)
+        .instrument(span)
+        .await
 }
 
 fn describe(meta: &kube::api::ObjectMeta) -> String {
@@ -346,13 +353,13 @@ async fn inject<K: Target>(
     }
 }
 
-/// Starts one injector per kind, and the legacy ConfigMap injector when given.
-pub fn spawn_all(
-    tasks: &mut tokio::task::JoinSet<()>,
+/// Starts one injector per kind on `tasks`, and the legacy ConfigMap injector when given.
+pub(crate) fn spawn_all(
+    tasks: &TaskTracker,
     ctx: Arc<InjectContext>,
-    cfg: Arc<Config>,
+    cfg: &Config,
     legacy: Option<Flavor>,
-    shutdown: impl Fn() -> std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send + Sync>>,
+    token: &CancellationToken,
 ) {
     use k8s_openapi::api::admissionregistration::v1::{
         MutatingWebhookConfiguration, ValidatingWebhookConfiguration,
@@ -360,35 +367,51 @@ pub fn spawn_all(
     use k8s_openapi::api::core::v1::ConfigMap;
     use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
     use k8s_openapi::kube_aggregator::pkg::apis::apiregistration::v1::APIService;
-    fn standard<K: Target>(
-        tasks: &mut tokio::task::JoinSet<()>,
-        ctx: &Arc<InjectContext>,
-        cfg: &Arc<Config>,
-        stop: std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send + Sync>>,
-    ) where
-        PartialObjectMeta<K>: Resource<DynamicType = ()>,
-    {
-        tasks.spawn(run::<K>(
-            ctx.clone(),
-            cfg.clone(),
-            Flavor::standard::<K>(),
-            stop,
-        ));
-    }
-    standard::<ConfigMap>(tasks, &ctx, &cfg, shutdown());
+    let spawn = Spawner {
+        tasks,
+        ctx: &ctx,
+        cfg,
+        token,
+    };
+    spawn.standard::<ConfigMap>();
     if let Some(legacy) = legacy {
-        tasks.spawn(run::<ConfigMap>(
-            ctx.clone(),
-            cfg.clone(),
-            legacy,
-            shutdown(),
-        ));
+        spawn.flavor::<ConfigMap>(legacy);
     }
     if cfg.cluster_scoped_injection {
-        standard::<APIService>(tasks, &ctx, &cfg, shutdown());
-        standard::<CustomResourceDefinition>(tasks, &ctx, &cfg, shutdown());
-        standard::<MutatingWebhookConfiguration>(tasks, &ctx, &cfg, shutdown());
-        standard::<ValidatingWebhookConfiguration>(tasks, &ctx, &cfg, shutdown());
+        spawn.standard::<APIService>();
+        spawn.standard::<CustomResourceDefinition>();
+        spawn.standard::<MutatingWebhookConfiguration>();
+        spawn.standard::<ValidatingWebhookConfiguration>();
+    }
+}
+
+/// What every injector task is started with.
+struct Spawner<'a> {
+    tasks: &'a TaskTracker,
+    ctx: &'a Arc<InjectContext>,
+    cfg: &'a Config,
+    token: &'a CancellationToken,
+}
+
+impl Spawner<'_> {
+    fn standard<K: Target>(&self)
+    where
+        PartialObjectMeta<K>: Resource<DynamicType = ()>,
+    {
+        self.flavor::<K>(Flavor::standard::<K>());
+    }
+
+    fn flavor<K: Target>(&self, flavor: Flavor)
+    where
+        PartialObjectMeta<K>: Resource<DynamicType = ()>,
+    {
+        self.tasks.spawn(run::<K>(
+            self.ctx.clone(),
+            self.cfg.watch_namespace.clone(),
+            self.cfg.concurrency,
+            flavor,
+            self.token.clone(),
+        ));
     }
 }
 

@@ -1,5 +1,5 @@
 //! The five injectable kinds: what "injected" means for each, as a pure function of the object
-//! and the bundle (spec §10.2–§10.6).
+//! and the bundle (docs/behavior.md §10.2–§10.6).
 
 use k8s_openapi::ByteString;
 use k8s_openapi::api::admissionregistration::v1::{
@@ -8,11 +8,23 @@ use k8s_openapi::api::admissionregistration::v1::{
 use k8s_openapi::api::core::v1::ConfigMap;
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use k8s_openapi::kube_aggregator::pkg::apis::apiregistration::v1::APIService;
+use kube::core::PartialObjectMeta;
 use kube::{Api, Client, ResourceExt};
 use serde_json::{Value, json};
 
 use super::{Outcome, Target};
 use crate::names;
+
+/// Objects in `namespace`, or in every namespace.
+fn namespaced_or_all<R>(client: Client, namespace: Option<&str>) -> Api<R>
+where
+    R: kube::Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>,
+{
+    match namespace {
+        Some(ns) => Api::namespaced(client, ns),
+        None => Api::all(client),
+    }
+}
 
 fn b64(bundle: &str) -> Value {
     serde_json::to_value(ByteString(bundle.as_bytes().to_vec())).unwrap_or(Value::Null)
@@ -25,17 +37,17 @@ fn holds(field: Option<&ByteString>, bundle: &str) -> bool {
 impl Target for ConfigMap {
     const KIND: &'static str = "configmap";
     const ACCEPTS_ALPHA: bool = true;
-    const CLUSTER_SCOPED: bool = false;
 
     fn api(client: Client, namespace: Option<&str>) -> Api<Self> {
-        match namespace {
-            Some(ns) => Api::namespaced(client, ns),
-            None => Api::all(client),
-        }
+        namespaced_or_all(client, namespace)
+    }
+
+    fn watch_api(client: Client, namespace: Option<&str>) -> Api<PartialObjectMeta<Self>> {
+        namespaced_or_all(client, namespace)
     }
 
     fn injection(&self, bundle: &str) -> Outcome {
-        // Up to date only if service-ca.crt is the bundle and the only data key (spec §10.3).
+        // Up to date only if service-ca.crt is the bundle and the only data key (docs/behavior.md §10.3).
         let data = self.data.clone().unwrap_or_default();
         if data.len() == 1 && data.get(names::SERVICE_CA_CRT).map(String::as_str) == Some(bundle) {
             return Outcome::UpToDate;
@@ -76,9 +88,12 @@ impl Target for ConfigMap {
 impl Target for APIService {
     const KIND: &'static str = "apiservice";
     const ACCEPTS_ALPHA: bool = true;
-    const CLUSTER_SCOPED: bool = true;
 
     fn api(client: Client, _namespace: Option<&str>) -> Api<Self> {
+        Api::all(client)
+    }
+
+    fn watch_api(client: Client, _namespace: Option<&str>) -> Api<PartialObjectMeta<Self>> {
         Api::all(client)
     }
 
@@ -105,9 +120,12 @@ impl Target for APIService {
 impl Target for CustomResourceDefinition {
     const KIND: &'static str = "customresourcedefinition";
     const ACCEPTS_ALPHA: bool = false;
-    const CLUSTER_SCOPED: bool = true;
 
     fn api(client: Client, _namespace: Option<&str>) -> Api<Self> {
+        Api::all(client)
+    }
+
+    fn watch_api(client: Client, _namespace: Option<&str>) -> Api<PartialObjectMeta<Self>> {
         Api::all(client)
     }
 
@@ -164,9 +182,12 @@ macro_rules! webhook_configuration_target {
         impl Target for $kind {
             const KIND: &'static str = $name;
             const ACCEPTS_ALPHA: bool = false;
-            const CLUSTER_SCOPED: bool = true;
 
             fn api(client: Client, _namespace: Option<&str>) -> Api<Self> {
+                Api::all(client)
+            }
+
+            fn watch_api(client: Client, _namespace: Option<&str>) -> Api<PartialObjectMeta<Self>> {
                 Api::all(client)
             }
 

@@ -1,5 +1,5 @@
 //! The pure decision of the serving-certificate controller: given a Service, the Secret it asks
-//! for (if any), the current CA, the configuration and the time, what must happen (spec §7, §8).
+//! for (if any), the current CA, the configuration and the time, what must happen (docs/behavior.md §7, §8).
 //!
 //! The signer's and the updater's rules are merged into one decision, so both can never disagree.
 
@@ -13,50 +13,50 @@ use crate::names::{self, first_non_empty};
 
 /// What the decision needs to know about a Service.
 #[derive(Clone, Debug, Default)]
-pub struct ServiceView<'a> {
+pub(crate) struct ServiceView<'a> {
     /// Service name.
-    pub name: &'a str,
+    pub(crate) name: &'a str,
     /// Service namespace.
-    pub namespace: &'a str,
+    pub(crate) namespace: &'a str,
     /// Service UID.
-    pub uid: &'a str,
+    pub(crate) uid: &'a str,
     /// `spec.clusterIP == "None"`.
-    pub headless: bool,
+    pub(crate) headless: bool,
     /// Service annotations.
-    pub annotations: Option<&'a BTreeMap<String, String>>,
+    pub(crate) annotations: Option<&'a BTreeMap<String, String>>,
 }
 
 /// What the decision needs to know about the requested Secret.
 #[derive(Clone, Debug, Default)]
-pub struct SecretView<'a> {
+pub(crate) struct SecretView<'a> {
     /// Secret type.
-    pub type_: Option<&'a str>,
+    pub(crate) type_: Option<&'a str>,
     /// Secret annotations.
-    pub annotations: Option<&'a BTreeMap<String, String>>,
+    pub(crate) annotations: Option<&'a BTreeMap<String, String>>,
     /// `(apiVersion, kind, name, uid)` of each ownerReference.
-    pub owners: Vec<(&'a str, &'a str, &'a str, &'a str)>,
+    pub(crate) owners: Vec<(&'a str, &'a str, &'a str, &'a str)>,
     /// `data["tls.crt"]`.
-    pub tls_crt: Option<&'a [u8]>,
+    pub(crate) tls_crt: Option<&'a [u8]>,
     /// `data["tls.key"]`.
-    pub tls_key: Option<&'a [u8]>,
+    pub(crate) tls_key: Option<&'a [u8]>,
     /// Names of data keys other than `tls.crt` and `tls.key`.
-    pub extra_keys: Vec<&'a str>,
+    pub(crate) extra_keys: Vec<&'a str>,
     /// Whether the Secret carries the managed-by label.
-    pub labelled: bool,
+    pub(crate) labelled: bool,
 }
 
 /// Settings the decision depends on.
 #[derive(Clone, Debug)]
-pub struct DecideConfig<'a> {
+pub(crate) struct DecideConfig<'a> {
     /// Cluster DNS domain.
-    pub cluster_domain: &'a str,
+    pub(crate) cluster_domain: &'a str,
     /// Renewal margin.
-    pub renew_before: Duration,
+    pub(crate) renew_before: Duration,
 }
 
 /// Why a Secret is being (re-)issued.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub enum IssueReason {
+pub(crate) enum IssueReason {
     /// The Secret does not exist.
     Missing,
     /// Its certificate needs re-issuing.
@@ -67,7 +67,7 @@ pub enum IssueReason {
 
 impl IssueReason {
     /// Short stable name, used in logs and Events.
-    pub fn as_str(&self) -> &'static str {
+    pub(crate) fn as_str(&self) -> &'static str {
         match self {
             IssueReason::Missing => "missing",
             IssueReason::Certificate(r) => r.as_str(),
@@ -78,13 +78,13 @@ impl IssueReason {
 
 /// Metadata repairs that need no new certificate.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct Tidy {
-    /// Data keys to remove (spec §8.2 step 5).
-    pub remove_keys: Vec<String>,
+pub(crate) struct Tidy {
+    /// Data keys to remove (docs/behavior.md §8.2 step 5).
+    pub(crate) remove_keys: Vec<String>,
     /// The ownerReference to the Service is missing or stale.
-    pub owner_reference: bool,
+    pub(crate) owner_reference: bool,
     /// Informational/expiry annotations or the managed-by label are missing or stale.
-    pub metadata: bool,
+    pub(crate) metadata: bool,
 }
 
 impl Tidy {
@@ -95,7 +95,7 @@ impl Tidy {
 
 /// Why the controller refuses to write the Secret.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Refusal {
+pub(crate) enum Refusal {
     /// The annotation names a Secret that cannot exist.
     InvalidSecretName(String),
     /// A Secret with that name exists and does not belong to this Service.
@@ -106,7 +106,7 @@ pub enum Refusal {
 
 impl Refusal {
     /// Error text written to the Service's error annotation.
-    pub fn message(&self, namespace: &str, secret: &str, uid: &str) -> String {
+    pub(crate) fn message(&self, namespace: &str, secret: &str, uid: &str) -> String {
         match self {
             Refusal::InvalidSecretName(why) => {
                 format!("invalid secret name {secret:?} in annotation: {why}")
@@ -122,42 +122,71 @@ impl Refusal {
         }
     }
 
+    /// Stable category for metrics.
+    pub(crate) fn category(&self) -> &'static str {
+        match self {
+            Refusal::InvalidSecretName(_) => "invalid_secret_name",
+            Refusal::ForeignSecret => "foreign_secret",
+            Refusal::WrongType(_) => "wrong_secret_type",
+        }
+    }
+
     /// Whether waiting can help (a foreign Secret may be deleted or garbage-collected); the
     /// others need the user to change the Service or the Secret.
-    pub fn may_resolve_by_itself(&self) -> bool {
+    pub(crate) fn may_resolve_by_itself(&self) -> bool {
         matches!(self, Refusal::ForeignSecret)
     }
 }
 
 /// The outcome of [`decide`].
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Decision {
-    /// The Service requests no certificate.
-    NotManaged,
+pub(crate) enum Decision {
     /// Issue a certificate and create or rewrite the Secret.
     Issue(IssueReason),
     /// The certificate is fine; fix metadata only.
-    Tidy(Tidy),
+    Tidy {
+        /// What to repair.
+        tidy: Tidy,
+        /// The certificate's notAfter (for the expiry annotations).
+        not_after: OffsetDateTime,
+    },
     /// Everything is in order; look again at `renew_at`.
     UpToDate {
         /// When the certificate enters the renewal window.
         renew_at: OffsetDateTime,
+        /// The certificate's notAfter.
+        not_after: OffsetDateTime,
     },
     /// Do not touch the Secret; report the problem on the Service.
     Refuse(Refusal),
 }
 
-/// The Secret name a Service requests: beta if non-empty, else alpha (spec §3.2).
-pub fn requested_secret_name<'a>(svc: &ServiceView<'a>) -> Option<&'a str> {
+/// The Secret name a Service requests: beta if non-empty, else alpha (docs/behavior.md §3.2).
+pub(crate) fn requested_secret_name<'a>(svc: &ServiceView<'a>) -> Option<&'a str> {
+    requested_secret_name_in(svc.annotations)
+}
+
+/// [`requested_secret_name`] from a Service's annotations.
+pub(crate) fn requested_secret_name_in(
+    annotations: Option<&BTreeMap<String, String>>,
+) -> Option<&str> {
     first_non_empty(
-        svc.annotations,
+        annotations,
         &[names::SECRET_NAME_BETA, names::SECRET_NAME_ALPHA],
     )
 }
 
+/// The alpha secret name when both secret-name annotations are set and differ: the original's
+/// updater keeps renewing an existing Secret of that name too (docs/behavior.md §3.2).
+pub(crate) fn paired_alpha_secret_name<'a>(svc: &ServiceView<'a>) -> Option<&'a str> {
+    let beta = first_non_empty(svc.annotations, &[names::SECRET_NAME_BETA])?;
+    let alpha = first_non_empty(svc.annotations, &[names::SECRET_NAME_ALPHA])?;
+    (alpha != beta).then_some(alpha)
+}
+
 /// Whether a secret-name annotation is present but every one of them is empty: the user asked
 /// for a certificate but named no Secret (the original silently ignores this).
-pub fn empty_request(svc: &ServiceView<'_>) -> bool {
+pub(crate) fn empty_request(svc: &ServiceView<'_>) -> bool {
     let Some(a) = svc.annotations else {
         return false;
     };
@@ -169,7 +198,7 @@ pub fn empty_request(svc: &ServiceView<'_>) -> bool {
 }
 
 /// Whether the Secret names the Service as its origin (either UID flavour).
-pub fn secret_belongs_to(secret: &SecretView<'_>, uid: &str) -> bool {
+pub(crate) fn secret_belongs_to(secret: &SecretView<'_>, uid: &str) -> bool {
     let Some(a) = secret.annotations else {
         return false;
     };
@@ -179,7 +208,7 @@ pub fn secret_belongs_to(secret: &SecretView<'_>, uid: &str) -> bool {
 }
 
 /// Validates a Secret name as a DNS-1123 subdomain, as the API server will.
-pub fn validate_secret_name(name: &str) -> Result<(), String> {
+pub(crate) fn validate_secret_name(name: &str) -> Result<(), String> {
     if name.len() > 253 {
         return Err(format!("longer than 253 characters ({})", name.len()));
     }
@@ -198,10 +227,10 @@ pub fn validate_secret_name(name: &str) -> Result<(), String> {
     Ok(())
 }
 
-/// Decides what to do for one Service (spec §7.2–§7.4, §8.2, with the documented improvements:
+/// Decides what to do for one Service (docs/behavior.md §7.2–§7.4, §8.2, with the documented improvements:
 /// foreign Secrets are never touched, metadata of our Secrets is preserved, expiry is read from
 /// the certificate itself).
-pub fn decide(
+pub(crate) fn decide(
     svc: &ServiceView<'_>,
     secret_name: &str,
     secret: Option<&SecretView<'_>>,
@@ -253,22 +282,29 @@ pub fn decide(
         metadata: !metadata_in_order(svc, secret, leaf.not_after),
     };
     if !tidy.is_empty() {
-        return Decision::Tidy(tidy);
+        return Decision::Tidy {
+            tidy,
+            not_after: leaf.not_after,
+        };
     }
     Decision::UpToDate {
         renew_at: leaf.not_after - margin,
+        not_after: leaf.not_after,
     }
 }
 
 /// The renewal margin for one certificate: the configured margin, but never more than half of
 /// the certificate's own lifetime. A leaf capped by a CA that expires soon (or a short-lived test
 /// configuration) is thus renewed in the second half of its life, never in a loop.
-pub fn effective_margin(renew_before: Duration, leaf: &service_ca_pki::CertInfo) -> Duration {
+pub(crate) fn effective_margin(
+    renew_before: Duration,
+    leaf: &service_ca_pki::CertInfo,
+) -> Duration {
     margin_for_lifetime(renew_before, leaf.not_after - leaf.not_before)
 }
 
 /// [`effective_margin`] for a certificate of the given lifetime.
-pub fn margin_for_lifetime(renew_before: Duration, lifetime: time::Duration) -> Duration {
+pub(crate) fn margin_for_lifetime(renew_before: Duration, lifetime: time::Duration) -> Duration {
     renew_before.min(Duration::try_from(lifetime / 2).unwrap_or(Duration::ZERO))
 }
 
@@ -297,14 +333,14 @@ fn metadata_in_order(
         && non_empty(names::DESCRIPTION)
 }
 
-/// Beta-flavoured originating annotations when the beta secret-name key is present (spec §3.2).
-pub fn uses_beta_flavour(svc: &ServiceView<'_>) -> bool {
+/// Beta-flavoured originating annotations when the beta secret-name key is present (docs/behavior.md §3.2).
+pub(crate) fn uses_beta_flavour(svc: &ServiceView<'_>) -> bool {
     svc.annotations
         .is_some_and(|a| a.contains_key(names::SECRET_NAME_BETA))
 }
 
-/// RFC 3339, UTC, whole seconds, `Z` suffix (spec §3.1 #13).
-pub fn format_expiry(t: OffsetDateTime) -> String {
+/// RFC 3339, UTC, whole seconds, `Z` suffix (docs/behavior.md §3.1 #13).
+pub(crate) fn format_expiry(t: OffsetDateTime) -> String {
     let t = t.to_offset(time::UtcOffset::UTC);
     format!(
         "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}Z",
@@ -318,8 +354,8 @@ pub fn format_expiry(t: OffsetDateTime) -> String {
 }
 
 /// Consecutive failures recorded on the Service: beta counter if non-empty, else alpha; a
-/// non-integer counts as 0 (spec §3.2).
-pub fn failure_count(annotations: Option<&BTreeMap<String, String>>) -> u32 {
+/// non-integer counts as 0 (docs/behavior.md §3.2).
+pub(crate) fn failure_count(annotations: Option<&BTreeMap<String, String>>) -> u32 {
     first_non_empty(
         annotations,
         &[names::ERROR_NUM_BETA, names::ERROR_NUM_ALPHA],
@@ -328,9 +364,17 @@ pub fn failure_count(annotations: Option<&BTreeMap<String, String>>) -> u32 {
     .unwrap_or(0)
 }
 
+/// Whether someone reset the error counter to ask for a retry now: an error is recorded but the
+/// counter reads 0. service-ca never writes that state itself (it writes the error and a counter
+/// of at least 1 together, and removes both on success), so it only appears by a user's hand.
+pub(crate) fn counter_reset(annotations: Option<&BTreeMap<String, String>>) -> bool {
+    first_non_empty(annotations, &[names::ERROR_BETA, names::ERROR_ALPHA]).is_some()
+        && failure_count(annotations) == 0
+}
+
 /// Retry delay after `failures` consecutive failures: 5 s doubling, capped at `cap`. Unlike the
 /// original, which gives up after 10 failures, we keep retrying at the cap.
-pub fn retry_delay(failures: u32, cap: Duration) -> Duration {
+pub(crate) fn retry_delay(failures: u32, cap: Duration) -> Duration {
     let base = Duration::from_secs(5);
     base.checked_mul(1u32 << failures.min(20))
         .unwrap_or(cap)
@@ -596,10 +640,13 @@ mod tests {
                 false,
                 "api-tls",
                 NOW,
-                Decision::Tidy(Tidy {
-                    remove_keys: vec!["extra".into()],
-                    ..Tidy::default()
-                }),
+                Decision::Tidy {
+                    tidy: Tidy {
+                        remove_keys: vec!["extra".into()],
+                        ..Tidy::default()
+                    },
+                    not_after,
+                },
             ),
             (
                 "ownerReference missing",
@@ -610,10 +657,13 @@ mod tests {
                 false,
                 "api-tls",
                 NOW,
-                Decision::Tidy(Tidy {
-                    owner_reference: true,
-                    ..Tidy::default()
-                }),
+                Decision::Tidy {
+                    tidy: Tidy {
+                        owner_reference: true,
+                        ..Tidy::default()
+                    },
+                    not_after,
+                },
             ),
             (
                 "ownerReference stale uid",
@@ -624,10 +674,13 @@ mod tests {
                 false,
                 "api-tls",
                 NOW,
-                Decision::Tidy(Tidy {
-                    owner_reference: true,
-                    ..Tidy::default()
-                }),
+                Decision::Tidy {
+                    tidy: Tidy {
+                        owner_reference: true,
+                        ..Tidy::default()
+                    },
+                    not_after,
+                },
             ),
             (
                 "label missing",
@@ -638,10 +691,13 @@ mod tests {
                 false,
                 "api-tls",
                 NOW,
-                Decision::Tidy(Tidy {
-                    metadata: true,
-                    ..Tidy::default()
-                }),
+                Decision::Tidy {
+                    tidy: Tidy {
+                        metadata: true,
+                        ..Tidy::default()
+                    },
+                    not_after,
+                },
             ),
             (
                 "alpha UID is ours too",
@@ -654,6 +710,7 @@ mod tests {
                 NOW,
                 Decision::UpToDate {
                     renew_at: not_after - 30 * DAY,
+                    not_after,
                 },
             ),
             (
@@ -664,6 +721,7 @@ mod tests {
                 NOW,
                 Decision::UpToDate {
                     renew_at: not_after - 30 * DAY,
+                    not_after,
                 },
             ),
         ];
@@ -674,6 +732,31 @@ mod tests {
                 "{what}"
             );
         }
+    }
+
+    #[test]
+    fn counter_reset_is_an_error_with_a_zero_counter() {
+        let with = |pairs: &[(&str, &str)]| -> BTreeMap<String, String> {
+            pairs
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect()
+        };
+        assert!(!counter_reset(None));
+        assert!(!counter_reset(Some(&with(&[
+            (names::ERROR_BETA, "e"),
+            (names::ERROR_NUM_BETA, "3")
+        ]))));
+        assert!(counter_reset(Some(&with(&[
+            (names::ERROR_BETA, "e"),
+            (names::ERROR_NUM_BETA, "0")
+        ]))));
+        assert!(counter_reset(Some(&with(&[(names::ERROR_ALPHA, "e")]))));
+        assert!(!counter_reset(Some(&with(&[(names::ERROR_NUM_BETA, "0")]))));
+        assert_eq!(
+            failure_count(Some(&with(&[(names::ERROR_NUM_BETA, "4294967295")]))),
+            u32::MAX
+        );
     }
 
     #[test]
@@ -693,7 +776,7 @@ mod tests {
         // Early in its life: not renewed (only metadata differs from the fixture's expiry).
         assert!(matches!(
             run(&f, Some(&secret), false, "api-tls", NOW),
-            Decision::Tidy(_)
+            Decision::Tidy { .. }
         ));
         // In the second half: renewed.
         let later = NOW + time::Duration::seconds(60);

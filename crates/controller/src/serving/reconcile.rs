@@ -1,17 +1,19 @@
-//! Kubernetes glue of the serving-certificate controller: watches, reads, and the writes that
-//! carry out [`decide`](super::decide::decide)'s decision.
+//! Kubernetes glue of the serving-certificate controller: observe (the Service from the cache,
+//! its Secret by GET), [`decide`](super::decide::decide), then execute the decision with one
+//! small function per arm and one write to the Secret per decision.
 //!
 //! Memory: Services are cached (they are the primary kind); Secrets are watched metadata-only and
 //! without a cache, only to route their events to the owning Service; a Secret's content is
 //! fetched when its Service is reconciled.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::hash::{DefaultHasher, Hash, Hasher};
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::sync::Arc;
+use std::time::Duration;
 
-use futures::StreamExt;
+use futures::TryStreamExt;
 use k8s_openapi::api::core::v1::{Secret, Service};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
 use kube::api::{Api, Patch, PatchParams, PostParams};
 use kube::core::PartialObjectMeta;
 use kube::runtime::controller::{self, Action, Controller};
@@ -22,14 +24,20 @@ use kube::{Client, Resource, ResourceExt};
 use serde_json::json;
 use service_ca_pki::{KeyPool, ServingRequest, SigningCa};
 use time::OffsetDateTime;
-use tracing::{debug, info, warn};
+use tokio_util::sync::CancellationToken;
+use tracing::{Instrument, debug, info, warn};
 
-use super::decide::{self, DecideConfig, Decision, IssueReason, Refusal, SecretView, ServiceView};
+use super::decide::{
+    self, DecideConfig, Decision, IssueReason, Refusal, SecretView, ServiceView, Tidy,
+};
+use super::index::SecretIndex;
 use crate::ca::CaReceiver;
 use crate::config::Config;
-use crate::events::EventSink;
+use crate::events::{EventSink, WarningLimiter};
 use crate::metrics::Metrics;
 use crate::names;
+use crate::plumbing::{self, ReconcileError, ReconcileMeasurer};
+use crate::readiness::CacheSync;
 
 const CONTROLLER: &str = "serving";
 /// Longest wait between two looks at a Service, even when nothing changes.
@@ -39,9 +47,9 @@ const RETRY_CAP: Duration = Duration::from_secs(600);
 
 /// Errors of the serving controller.
 #[derive(Debug, thiserror::Error)]
-pub enum ServingError {
+pub(crate) enum ServingError {
     /// A Kubernetes API call failed.
-    #[error("kubernetes API: {}", crate::api_message(.0))]
+    #[error("kubernetes API: {}", plumbing::api_message(.0))]
     Kube(#[from] kube::Error),
     /// Key generation or signing failed.
     #[error("issuing certificate: {0}")]
@@ -54,68 +62,35 @@ pub enum ServingError {
     MissingField(&'static str),
 }
 
-impl ServingError {
-    /// A write lost an optimistic-concurrency race (409): transient, not worth reporting.
-    pub fn is_conflict(&self) -> bool {
-        matches!(self, ServingError::Kube(kube::Error::Api(s)) if s.code == 409)
-    }
-
-    /// Stable category for metrics and Event reasons.
-    pub fn category(&self) -> &'static str {
+impl ReconcileError for ServingError {
+    fn category(&self) -> &'static str {
         match self {
-            ServingError::Kube(kube::Error::Api(s)) if s.code == 409 => "conflict",
-            ServingError::Kube(kube::Error::Api(s)) if s.code == 422 => "invalid",
-            ServingError::Kube(kube::Error::Api(s)) if s.code == 403 => "forbidden",
-            ServingError::Kube(_) => "kube",
-            ServingError::Pki(_) => "pki",
+            ServingError::Kube(e) => plumbing::kube_category(e),
+            ServingError::Pki(e) => e.category(),
             ServingError::KeyTask(_) => "keygen",
-            ServingError::MissingField(_) => "invalid-service",
-        }
-    }
-}
-
-/// Routes Secret events to the Service that requests that Secret name, including Secrets that
-/// are not ours (a conflicting Secret being deleted must wake up its Service at once).
-#[derive(Default)]
-struct SecretIndex(Mutex<IndexMaps>);
-
-/// `(namespace, secret) -> service` and its reverse, so an update is O(1).
-#[derive(Default)]
-struct IndexMaps {
-    by_secret: HashMap<(String, String), String>,
-    by_service: HashMap<(String, String), String>,
-}
-
-impl SecretIndex {
-    fn set(&self, namespace: &str, secret: Option<&str>, service: &str) {
-        let Ok(mut maps) = self.0.lock() else { return };
-        let service_key = (namespace.to_string(), service.to_string());
-        if maps.by_service.get(&service_key).map(String::as_str) == secret {
-            return;
-        }
-        if let Some(old) = maps.by_service.remove(&service_key) {
-            let old_key = (namespace.to_string(), old);
-            if maps.by_secret.get(&old_key) == Some(&service_key.1) {
-                maps.by_secret.remove(&old_key);
-            }
-        }
-        if let Some(secret) = secret {
-            maps.by_secret
-                .insert((namespace.into(), secret.into()), service.into());
-            maps.by_service.insert(service_key, secret.into());
+            ServingError::MissingField(_) => "invalid_service",
         }
     }
 
-    fn get(&self, namespace: &str, secret: &str) -> Option<String> {
-        let maps = self.0.lock().ok()?;
-        maps.by_secret
-            .get(&(namespace.to_string(), secret.to_string()))
-            .cloned()
+    fn is_conflict(&self) -> bool {
+        matches!(self, ServingError::Kube(e) if plumbing::status_code(e) == Some(409))
+    }
+}
+
+impl ServingError {
+    /// A problem that retrying alone will not fix, worth recording on the Service; transient ones
+    /// (timeouts, 5xx, throttling, conflicts, a key task that died) are only logged and retried.
+    fn is_permanent(&self) -> bool {
+        match self {
+            ServingError::Kube(e) => matches!(plumbing::status_code(e), Some(400 | 403 | 422)),
+            ServingError::Pki(_) | ServingError::MissingField(_) => true,
+            ServingError::KeyTask(_) => false,
+        }
     }
 }
 
 /// Shared state of the serving controller.
-pub struct ServingContext {
+pub(crate) struct ServingContext {
     client: Client,
     cfg: Arc<Config>,
     ca: CaReceiver,
@@ -123,27 +98,29 @@ pub struct ServingContext {
     events: EventSink,
     metrics: Arc<Metrics>,
     index: SecretIndex,
+    warnings: WarningLimiter,
 }
 
 impl ServingContext {
     /// Bundles what reconciles need.
-    pub fn new(
+    pub(crate) fn new(
         client: Client,
         cfg: Arc<Config>,
         ca: CaReceiver,
         keys: Arc<KeyPool>,
         events: EventSink,
         metrics: Arc<Metrics>,
-    ) -> Self {
-        Self {
+    ) -> Arc<Self> {
+        Arc::new(Self {
             client,
             cfg,
             ca,
             keys,
             events,
+            index: SecretIndex::new(metrics.clone()),
+            warnings: WarningLimiter::new(RETRY_CAP),
             metrics,
-            index: SecretIndex::default(),
-        }
+        })
     }
 }
 
@@ -157,6 +134,8 @@ fn service_inputs(svc: &Service) -> Option<u64> {
         a.and_then(|a| a.get(key)).hash(&mut h);
     }
     is_headless(svc).hash(&mut h);
+    // A user resetting the error counter asks for a retry now (docs/behavior.md §7.5).
+    decide::counter_reset(a).hash(&mut h);
     Some(h.finish())
 }
 
@@ -164,12 +143,14 @@ fn is_headless(svc: &Service) -> bool {
     svc.spec.as_ref().and_then(|s| s.cluster_ip.as_deref()) == Some("None")
 }
 
-/// Runs the controller until `shutdown` resolves.
-pub async fn run(
-    ctx: Arc<ServingContext>,
-    caches: crate::sync::CacheSync,
-    shutdown: impl std::future::Future<Output = ()> + Send + Sync + 'static,
-) {
+/// Drops what the controller never reads from a cached Service.
+fn strip(svc: &mut Service) {
+    svc.metadata.managed_fields = None;
+    svc.status = None;
+}
+
+/// Runs the controller until `token` is cancelled.
+pub(crate) async fn run(ctx: Arc<ServingContext>, caches: CacheSync, token: CancellationToken) {
     let (services, secrets): (Api<Service>, Api<PartialObjectMeta<Secret>>) =
         match &ctx.cfg.watch_namespace {
             Some(ns) => (
@@ -180,8 +161,11 @@ pub async fn run(
         };
     let (reader, writer) = reflector::store();
     caches.track(reader.clone());
+    let index_ctx = ctx.clone();
     let service_events = watcher(services, watcher::Config::default())
         .default_backoff()
+        .modify(strip)
+        .inspect_ok(move |event| index_ctx.index.observe(event))
         .reflect(writer)
         .applied_objects()
         .predicate_filter(service_inputs, Default::default());
@@ -189,29 +173,15 @@ pub async fn run(
         .default_backoff()
         .touched_objects();
     let route_ctx = ctx.clone();
-    let ca_changes = ca_change_stream(ctx.ca.clone());
-    Controller::for_stream(service_events, reader)
+    let results = Controller::for_stream(service_events, reader)
         .watches_stream(secret_events, move |secret: PartialObjectMeta<Secret>| {
             route_secret(&route_ctx.index, &secret)
         })
-        .reconcile_all_on(ca_changes)
+        .reconcile_all_on(plumbing::ca_changes(ctx.ca.clone()))
         .with_config(controller::Config::default().concurrency(ctx.cfg.concurrency))
-        .graceful_shutdown_on(shutdown)
-        .run(reconcile, error_policy, ctx)
-        .for_each(|_| futures::future::ready(()))
-        .await;
-}
-
-/// A stream that yields once every time the CA changes to a loaded value.
-pub fn ca_change_stream(rx: CaReceiver) -> impl futures::Stream<Item = ()> + Send + 'static {
-    futures::stream::unfold(rx, |mut rx| async move {
-        loop {
-            rx.changed().await.ok()?;
-            if rx.borrow_and_update().is_some() {
-                return Some(((), rx));
-            }
-        }
-    })
+        .graceful_shutdown_on(token.cancelled_owned())
+        .run(reconcile, error_policy, ctx);
+    plumbing::consume(CONTROLLER, results).await;
 }
 
 fn route_secret(
@@ -229,7 +199,7 @@ fn route_secret(
     if let Some(service) = origin {
         targets.push(ObjectRef::new(service).within(namespace));
     }
-    if let Some(service) = index.get(namespace, &secret.name_any())
+    if let Some(service) = index.service_for(namespace, &secret.name_any())
         && Some(service.as_str()) != origin
     {
         targets.push(ObjectRef::new(&service).within(namespace));
@@ -238,162 +208,347 @@ fn route_secret(
 }
 
 fn error_policy(svc: Arc<Service>, err: &ServingError, ctx: Arc<ServingContext>) -> Action {
-    ctx.metrics.reconcile_error(CONTROLLER, err.category());
-    if err.is_conflict() {
-        // Someone changed the object between our read and write: retry soon from fresh state.
-        return Action::requeue(Duration::from_millis(500));
-    }
     let failures = decide::failure_count(svc.metadata.annotations.as_ref());
-    Action::requeue(decide::retry_delay(failures, RETRY_CAP))
+    plumbing::requeue_after_error(
+        &ctx.metrics,
+        CONTROLLER,
+        err,
+        decide::retry_delay(failures, RETRY_CAP),
+    )
 }
 
 async fn reconcile(svc: Arc<Service>, ctx: Arc<ServingContext>) -> Result<Action, ServingError> {
-    let started = Instant::now();
-    let result = reconcile_service(&svc, &ctx).await;
-    ctx.metrics.reconciled(CONTROLLER, started.elapsed());
-    if let Some(err) = result.as_ref().err().filter(|e| !e.is_conflict()) {
-        warn!(service = %format!("{}/{}", svc.namespace().unwrap_or_default(), svc.name_any()),
-              error = %err, category = err.category(), "serving certificate reconcile failed");
-        // Record on the Service so users (and the original's tooling) see it.
-        let message = err.to_string();
-        if let Err(write_err) = record_failure(&svc, &ctx, &message).await {
-            debug!(error = %write_err, "could not record failure on service");
+    let _measure = ReconcileMeasurer::start(&ctx.metrics, CONTROLLER);
+    let object = ObjectRef::from_obj(svc.as_ref());
+    let span = plumbing::reconcile_span(CONTROLLER, &object);
+    async {
+        let result = reconcile_service(&svc, &ctx).await.map(|next| match next {
+            Some(after) => Action::requeue(after),
+            None => Action::await_change(),
+        });
+        if let Some(err) = result.as_ref().err().filter(|e| e.is_permanent()) {
+            // Record on the Service so users (and the original's tooling) see it.
+            if let Err(write_err) = record_failure(&svc, &ctx, &err.to_string()).await {
+                debug!(error = %write_err, "could not record failure on service");
+            }
         }
+        result
     }
-    result
+    .instrument(span)
+    .await
 }
 
-async fn reconcile_service(svc: &Service, ctx: &ServingContext) -> Result<Action, ServingError> {
+/// When to look at the Service again (None: on its next change).
+type Next = Option<Duration>;
+
+/// What one decision is executed on: the Service, the Secret it asks for, the CA and the time.
+struct Subject<'a> {
+    svc: &'a Service,
+    view: ServiceView<'a>,
+    secret_name: &'a str,
+    live: Option<&'a Secret>,
+    ca: &'a SigningCa,
+    now: OffsetDateTime,
+}
+
+async fn reconcile_service(svc: &Service, ctx: &ServingContext) -> Result<Next, ServingError> {
     let namespace = svc
-        .namespace()
+        .metadata
+        .namespace
+        .as_deref()
         .ok_or(ServingError::MissingField("namespace"))?;
-    let name = svc.name_any();
-    let uid = svc.uid().ok_or(ServingError::MissingField("uid"))?;
+    let uid = svc
+        .metadata
+        .uid
+        .as_deref()
+        .ok_or(ServingError::MissingField("uid"))?;
     let view = ServiceView {
-        name: &name,
-        namespace: &namespace,
-        uid: &uid,
+        name: svc.metadata.name.as_deref().unwrap_or_default(),
+        namespace,
+        uid,
         headless: is_headless(svc),
         annotations: svc.metadata.annotations.as_ref(),
     };
-    let secret_name = decide::requested_secret_name(&view);
-    ctx.index.set(&namespace, secret_name, &name);
-    let Some(secret_name) = secret_name else {
+    let Some(secret_name) = decide::requested_secret_name(&view) else {
         if decide::empty_request(&view) {
             let refusal = Refusal::InvalidSecretName("the annotation is empty".into());
-            return refuse(svc, ctx, &namespace, "", &uid, refusal).await;
+            return refuse(ctx, svc, &view, "", refusal).await;
         }
-        return Ok(Action::await_change());
+        return Ok(None);
     };
     let Some(ca) = ctx.ca.borrow().clone() else {
         // The CA arrives through the watch channel, which re-triggers every Service.
-        return Ok(Action::await_change());
+        return Ok(None);
     };
-    let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), &namespace);
     let live = if decide::validate_secret_name(secret_name).is_ok() {
-        secrets.get_opt(secret_name).await?
+        Api::<Secret>::namespaced(ctx.client.clone(), namespace)
+            .get_opt(secret_name)
+            .await?
     } else {
         None
     };
-    let secret_view = live.as_ref().map(view_of);
     let now = OffsetDateTime::now_utc();
     let dcfg = DecideConfig {
         cluster_domain: &ctx.cfg.cluster_domain,
         renew_before: ctx.cfg.renew_before,
     };
+    let secret_view = live.as_ref().map(view_of);
     let decision = decide::decide(&view, secret_name, secret_view.as_ref(), &ca, &dcfg, now);
-    debug!(service = %format!("{namespace}/{name}"), ?decision, "decided");
+    debug!(?decision, "decided");
+    let subject = Subject {
+        svc,
+        view,
+        secret_name,
+        live: live.as_ref(),
+        ca: &ca,
+        now,
+    };
+    let next = match decision {
+        Decision::Issue(reason) => issue(ctx, &subject, reason).await?,
+        Decision::Tidy { tidy, not_after } => repair(ctx, &subject, &tidy, not_after).await?,
+        Decision::UpToDate {
+            renew_at,
+            not_after,
+        } => up_to_date(ctx, &subject, renew_at, not_after).await?,
+        Decision::Refuse(refusal) => refuse(ctx, svc, &subject.view, secret_name, refusal).await?,
+    };
+    let paired = match decide::paired_alpha_secret_name(&subject.view) {
+        Some(alpha) => maintain_paired(ctx, &subject, alpha, &dcfg).await?,
+        None => None,
+    };
+    Ok(match (next, paired) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
+    })
+}
+
+/// Keeps renewing an existing alpha-named Secret of this Service when both secret-name
+/// annotations are set and differ (docs/behavior.md §3.2, §8.2 step 3): the original's updater
+/// accepts either name. It is never created, and a Secret that is not this Service's is ignored.
+async fn maintain_paired(
+    ctx: &ServingContext,
+    primary: &Subject<'_>,
+    alpha: &str,
+    dcfg: &DecideConfig<'_>,
+) -> Result<Next, ServingError> {
+    let Some(live) = Api::<Secret>::namespaced(ctx.client.clone(), primary.view.namespace)
+        .get_opt(alpha)
+        .await?
+    else {
+        return Ok(None);
+    };
+    let view = view_of(&live);
+    let decision = decide::decide(
+        &primary.view,
+        alpha,
+        Some(&view),
+        primary.ca,
+        dcfg,
+        primary.now,
+    );
+    debug!(
+        secret = alpha,
+        ?decision,
+        "decided for the alpha-named Secret"
+    );
+    let subject = Subject {
+        secret_name: alpha,
+        live: Some(&live),
+        view: primary.view.clone(),
+        ..*primary
+    };
     match decision {
-        Decision::NotManaged => Ok(Action::await_change()),
-        Decision::Issue(reason) => {
-            let not_after = issue(ctx, &view, secret_name, live.as_ref(), &ca, now).await?;
-            record_success(svc, ctx, &ca).await?;
-            let (event, verb) = match reason {
-                IssueReason::Missing => ("ServingCertIssued", "issued"),
-                _ => ("ServingCertRenewed", "re-issued"),
-            };
-            info!(service = %format!("{namespace}/{name}"), secret = secret_name, reason = reason.as_str(), "serving certificate {verb}");
-            ctx.events
-                .publish(
-                    &svc.object_ref(&()),
-                    EventType::Normal,
-                    event,
-                    "Issue",
-                    format!(
-                        "{verb} serving certificate in secret {secret_name} ({}), valid until {}",
-                        reason.as_str(),
-                        decide::format_expiry(not_after)
-                    ),
-                )
-                .await;
-            let margin = decide::margin_for_lifetime(ctx.cfg.renew_before, not_after - now);
-            Ok(requeue_at(not_after - margin, now))
-        }
-        Decision::Tidy(tidy) => {
-            let Some(live) = live.as_ref() else {
-                return Ok(Action::requeue(Duration::from_secs(1)));
-            };
-            if !tidy.remove_keys.is_empty() {
-                let mut data = serde_json::Map::new();
-                for key in &tidy.remove_keys {
-                    data.insert(key.clone(), serde_json::Value::Null);
-                }
-                let patch =
-                    json!({"metadata": {"resourceVersion": live.resource_version()}, "data": data});
-                let pp = PatchParams {
-                    field_manager: Some(names::FIELD_MANAGER.into()),
-                    ..Default::default()
-                };
-                secrets
-                    .patch(secret_name, &pp, &Patch::Merge(patch))
-                    .await?;
-                ctx.metrics.wrote(CONTROLLER);
-                info!(secret = %format!("{namespace}/{secret_name}"), keys = ?tidy.remove_keys, "removed extra data keys");
-            }
-            if tidy.owner_reference || tidy.metadata {
-                let (crt, key) = (
-                    secret_bytes(live, names::TLS_CRT),
-                    secret_bytes(live, names::TLS_KEY),
-                );
-                let not_after = leaf_not_after(crt).unwrap_or(now);
-                apply_secret(ctx, &view, secret_name, crt, key, not_after, Some(live)).await?;
-                info!(secret = %format!("{namespace}/{secret_name}"), "repaired secret metadata");
-            }
-            Ok(Action::requeue(Duration::from_secs(1)))
-        }
-        Decision::UpToDate { renew_at } => {
-            if let Some(live) = live.as_ref()
-                && let Some(not_after) = leaf_not_after(secret_bytes(live, names::TLS_CRT))
-            {
-                ctx.metrics
-                    .set_cert_expiry(&namespace, secret_name, not_after.unix_timestamp());
-            }
-            // Open choice O-15: repair a missing or stale signed-by without re-issuing.
-            record_success(svc, ctx, &ca).await?;
-            Ok(requeue_at(renew_at, now))
-        }
-        Decision::Refuse(refusal) => refuse(svc, ctx, &namespace, secret_name, &uid, refusal).await,
+        Decision::Issue(reason) => issue(ctx, &subject, reason).await,
+        Decision::Tidy { tidy, not_after } => repair(ctx, &subject, &tidy, not_after).await,
+        Decision::UpToDate { renew_at, .. } => Ok(requeue_at(renew_at, subject.now)),
+        Decision::Refuse(_) => Ok(None),
     }
+}
+
+/// Issues a certificate (key from the pool, off the runtime) and writes the Secret.
+async fn issue(
+    ctx: &ServingContext,
+    subject: &Subject<'_>,
+    reason: IssueReason,
+) -> Result<Next, ServingError> {
+    let keys = ctx.keys.clone();
+    let key = tokio::task::spawn_blocking(move || keys.take())
+        .await
+        .map_err(|e| ServingError::KeyTask(e.to_string()))??;
+    let view = &subject.view;
+    let request = ServingRequest {
+        service: view.name,
+        namespace: view.namespace,
+        uid: view.uid,
+        headless: view.headless,
+        cluster_domain: &ctx.cfg.cluster_domain,
+        lifetime: ctx.cfg.leaf_lifetime,
+        chain_order: ctx.cfg.chain_order,
+    };
+    let issued = service_ca_pki::issue_serving(subject.ca, &request, key, subject.now)?;
+    let mut desired = desired_secret(
+        view,
+        subject.secret_name,
+        issued.cert_chain_pem.as_bytes(),
+        issued.key_pem.as_bytes(),
+        issued.not_after,
+    );
+    let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), view.namespace);
+    match subject.live {
+        None => {
+            let pp = PostParams {
+                field_manager: Some(names::FIELD_MANAGER.into()),
+                ..Default::default()
+            };
+            secrets.create(&pp, &desired).await?;
+        }
+        Some(live) => {
+            // Applied over our own Secret with the inspected resourceVersion as a precondition:
+            // a concurrent change fails with 409 and is retried from fresh state, so a foreign
+            // Secret can never be overwritten by a race.
+            desired.metadata.resource_version = live.resource_version();
+            let mut body = serde_json::to_value(&desired).map_err(kube::Error::SerdeError)?;
+            body["apiVersion"] = json!("v1");
+            body["kind"] = json!("Secret");
+            secrets
+                .patch(
+                    subject.secret_name,
+                    &PatchParams::apply(names::FIELD_MANAGER).force(),
+                    &Patch::Apply(body),
+                )
+                .await?;
+        }
+    }
+    ctx.metrics.wrote(CONTROLLER);
+    ctx.metrics.issued(
+        view.namespace,
+        subject.secret_name,
+        issued.not_after.unix_timestamp(),
+    );
+    record_success(subject.svc, ctx, subject.ca).await?;
+    let (event, verb) = match reason {
+        IssueReason::Missing => ("ServingCertIssued", "issued"),
+        _ => ("ServingCertRenewed", "re-issued"),
+    };
+    info!(
+        secret = subject.secret_name,
+        reason = reason.as_str(),
+        "serving certificate {verb}"
+    );
+    ctx.events
+        .publish(
+            &subject.svc.object_ref(&()),
+            EventType::Normal,
+            event,
+            "Issue",
+            format!(
+                "{verb} serving certificate in secret {} ({}), valid until {}",
+                subject.secret_name,
+                reason.as_str(),
+                decide::format_expiry(issued.not_after)
+            ),
+        )
+        .await;
+    let margin = decide::margin_for_lifetime(ctx.cfg.renew_before, issued.not_after - subject.now);
+    Ok(requeue_at(issued.not_after - margin, subject.now))
+}
+
+/// Repairs the metadata of a Secret whose certificate is fine, in one conditional merge patch:
+/// extra data keys removed, label, annotations and ownerReference set; everything else kept.
+async fn repair(
+    ctx: &ServingContext,
+    subject: &Subject<'_>,
+    tidy: &Tidy,
+    not_after: OffsetDateTime,
+) -> Result<Next, ServingError> {
+    let Some(live) = subject.live else {
+        return Ok(Some(Duration::from_secs(1)));
+    };
+    let desired = desired_metadata(&subject.view, subject.secret_name, not_after);
+    let data: serde_json::Map<String, serde_json::Value> = tidy
+        .remove_keys
+        .iter()
+        .map(|key| (key.clone(), serde_json::Value::Null))
+        .collect();
+    let patch = json!({
+        "metadata": {
+            "resourceVersion": live.resource_version(),
+            "labels": desired.labels,
+            "annotations": desired.annotations,
+            "ownerReferences": owner_references(live, &subject.view),
+        },
+        "data": data,
+    });
+    let pp = PatchParams {
+        field_manager: Some(names::FIELD_MANAGER.into()),
+        ..Default::default()
+    };
+    Api::<Secret>::namespaced(ctx.client.clone(), subject.view.namespace)
+        .patch(subject.secret_name, &pp, &Patch::Merge(patch))
+        .await?;
+    ctx.metrics.wrote(CONTROLLER);
+    info!(secret = subject.secret_name, removed_keys = ?tidy.remove_keys, "repaired secret metadata");
+    // The patch's own watch event brings the Secret back for a final up-to-date check.
+    Ok(Some(Duration::from_secs(1)))
+}
+
+/// The Secret's ownerReferences with ours in place of any stale reference to the Service.
+fn owner_references(live: &Secret, svc: &ServiceView<'_>) -> Vec<OwnerReference> {
+    let ours = service_owner_reference(svc);
+    let mut refs: Vec<OwnerReference> = live
+        .metadata
+        .owner_references
+        .iter()
+        .flatten()
+        .filter(|r| {
+            !(r.kind == ours.kind && r.name == ours.name && r.api_version == ours.api_version)
+        })
+        .cloned()
+        .collect();
+    refs.push(ours);
+    refs
+}
+
+/// The certificate is fine: record its expiry and the signer, and look again at renewal time.
+async fn up_to_date(
+    ctx: &ServingContext,
+    subject: &Subject<'_>,
+    renew_at: OffsetDateTime,
+    not_after: OffsetDateTime,
+) -> Result<Next, ServingError> {
+    ctx.metrics.set_cert_expiry(
+        subject.view.namespace,
+        subject.secret_name,
+        not_after.unix_timestamp(),
+    );
+    // Open choice O-15: repair a missing or stale signed-by without re-issuing.
+    record_success(subject.svc, ctx, subject.ca).await?;
+    Ok(requeue_at(renew_at, subject.now))
 }
 
 /// Reports a refusal on the Service (annotations and Event) and decides when to look again.
 async fn refuse(
-    svc: &Service,
     ctx: &ServingContext,
-    namespace: &str,
+    svc: &Service,
+    view: &ServiceView<'_>,
     secret_name: &str,
-    uid: &str,
     refusal: Refusal,
-) -> Result<Action, ServingError> {
-    let message = refusal.message(namespace, secret_name, uid);
-    warn!(service = %format!("{namespace}/{}", svc.name_any()), %message, "not issuing");
+) -> Result<Next, ServingError> {
+    let message = refusal.message(view.namespace, secret_name, view.uid);
+    warn!(%message, "not issuing");
     // Only the first report of an unchanged problem is written: the watch filter ignores our own
     // annotation writes, and an identical error text means it was already reported.
     let already_reported =
         names::first_non_empty(svc.metadata.annotations.as_ref(), &[names::ERROR_BETA])
             == Some(message.as_str());
-    if !already_reported || refusal.may_resolve_by_itself() {
+    let worth_reporting = !already_reported || refusal.may_resolve_by_itself();
+    if worth_reporting {
+        // The counter is bumped on every retry (it paces the back-off); the Warning is
+        // published once per distinct message per back-off ceiling.
         record_failure(svc, ctx, &message).await?;
+    }
+    let object = format!("{}/{}", view.namespace, view.name);
+    if worth_reporting && ctx.warnings.admit(&object, &message) {
         ctx.events
             .publish(
                 &svc.object_ref(&()),
@@ -404,27 +559,18 @@ async fn refuse(
             )
             .await;
     }
-    ctx.metrics
-        .reconcile_error(CONTROLLER, refusal_category(&refusal));
+    ctx.metrics.reconcile_error(CONTROLLER, refusal.category());
     Ok(if refusal.may_resolve_by_itself() {
-        let failures = decide::failure_count(svc.metadata.annotations.as_ref()) + 1;
-        Action::requeue(decide::retry_delay(failures, RETRY_CAP))
+        let failures = decide::failure_count(svc.metadata.annotations.as_ref()).saturating_add(1);
+        Some(decide::retry_delay(failures, RETRY_CAP))
     } else {
-        Action::await_change()
+        None
     })
 }
 
-fn refusal_category(r: &Refusal) -> &'static str {
-    match r {
-        Refusal::InvalidSecretName(_) => "invalid-secret-name",
-        Refusal::ForeignSecret => "foreign-secret",
-        Refusal::WrongType(_) => "wrong-secret-type",
-    }
-}
-
-fn requeue_at(at: OffsetDateTime, now: OffsetDateTime) -> Action {
+fn requeue_at(at: OffsetDateTime, now: OffsetDateTime) -> Next {
     let wait = Duration::try_from(at - now).unwrap_or(Duration::ZERO);
-    Action::requeue(wait.clamp(Duration::from_secs(1), RESYNC))
+    Some(wait.clamp(Duration::from_secs(1), RESYNC))
 }
 
 fn secret_bytes<'a>(secret: &'a Secret, key: &str) -> Option<&'a [u8]> {
@@ -433,13 +579,6 @@ fn secret_bytes<'a>(secret: &'a Secret, key: &str) -> Option<&'a [u8]> {
         .as_ref()
         .and_then(|d| d.get(key))
         .map(|b| b.0.as_slice())
-}
-
-fn leaf_not_after(tls_crt: Option<&[u8]>) -> Option<OffsetDateTime> {
-    service_ca_pki::parse_pem_certs(tls_crt?)
-        .ok()?
-        .first()
-        .map(|c| c.not_after)
 }
 
 fn view_of(secret: &Secret) -> SecretView<'_> {
@@ -479,55 +618,23 @@ fn view_of(secret: &Secret) -> SecretView<'_> {
     }
 }
 
-/// Generates a key (off the async runtime), signs a leaf and writes the Secret.
-async fn issue(
-    ctx: &ServingContext,
-    svc: &ServiceView<'_>,
-    secret_name: &str,
-    live: Option<&Secret>,
-    ca: &SigningCa,
-    now: OffsetDateTime,
-) -> Result<OffsetDateTime, ServingError> {
-    let keys = ctx.keys.clone();
-    let key = tokio::task::spawn_blocking(move || keys.take())
-        .await
-        .map_err(|e| ServingError::KeyTask(e.to_string()))??;
-    let request = ServingRequest {
-        service: svc.name,
-        namespace: svc.namespace,
-        uid: svc.uid,
-        headless: svc.headless,
-        cluster_domain: &ctx.cfg.cluster_domain,
-        lifetime: ctx.cfg.leaf_lifetime,
-        chain_order: ctx.cfg.chain_order,
-    };
-    let issued = service_ca_pki::issue_serving(ca, &request, key, now)?;
-    apply_secret(
-        ctx,
-        svc,
-        secret_name,
-        Some(issued.cert_chain_pem.as_bytes()),
-        Some(issued.key_pem.as_bytes()),
-        issued.not_after,
-        live,
-    )
-    .await?;
-    ctx.metrics.issued(
-        svc.namespace,
-        secret_name,
-        issued.not_after.unix_timestamp(),
-    );
-    Ok(issued.not_after)
+/// The ownerReference that ties a serving Secret to its Service (garbage collection).
+fn service_owner_reference(svc: &ServiceView<'_>) -> OwnerReference {
+    OwnerReference {
+        api_version: "v1".into(),
+        kind: "Service".into(),
+        name: svc.name.into(),
+        uid: svc.uid.into(),
+        ..Default::default()
+    }
 }
 
-/// The Secret as service-ca wants it: content, our annotations, label and ownerReference.
-fn desired_secret(
+/// The metadata service-ca wants on a serving Secret: our annotations, label and ownerReference.
+fn desired_metadata(
     svc: &ServiceView<'_>,
     secret_name: &str,
-    tls_crt: Option<&[u8]>,
-    tls_key: Option<&[u8]>,
     not_after: OffsetDateTime,
-) -> Secret {
+) -> kube::api::ObjectMeta {
     let expiry = decide::format_expiry(not_after);
     let (uid_key, name_key) = if decide::uses_beta_flavour(svc) {
         (names::ORIGINATING_UID_BETA, names::ORIGINATING_NAME_BETA)
@@ -554,77 +661,40 @@ fn desired_secret(
     .into_iter()
     .map(|(k, v)| (k.to_string(), v))
     .collect();
-    let data = [(names::TLS_CRT, tls_crt), (names::TLS_KEY, tls_key)]
-        .into_iter()
-        .filter_map(|(k, v)| v.map(|v| (k.to_string(), k8s_openapi::ByteString(v.to_vec()))))
-        .collect();
-    Secret {
-        metadata: kube::api::ObjectMeta {
-            name: Some(secret_name.into()),
-            namespace: Some(svc.namespace.into()),
-            labels: Some(
-                [(
-                    names::MANAGED_BY_LABEL.to_string(),
-                    names::MANAGED_BY_VALUE.to_string(),
-                )]
-                .into(),
-            ),
-            annotations: Some(annotations),
-            owner_references: Some(vec![
-                k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference {
-                    api_version: "v1".into(),
-                    kind: "Service".into(),
-                    name: svc.name.into(),
-                    uid: svc.uid.into(),
-                    ..Default::default()
-                },
-            ]),
-            ..Default::default()
-        },
-        type_: Some(names::TLS_SECRET_TYPE.into()),
-        data: Some(data),
+    kube::api::ObjectMeta {
+        name: Some(secret_name.into()),
+        namespace: Some(svc.namespace.into()),
+        labels: Some(
+            [(
+                names::MANAGED_BY_LABEL.to_string(),
+                names::MANAGED_BY_VALUE.to_string(),
+            )]
+            .into(),
+        ),
+        annotations: Some(annotations),
+        owner_references: Some(vec![service_owner_reference(svc)]),
         ..Default::default()
     }
 }
 
-/// Creates the Secret, or server-side applies it over our own existing Secret with the
-/// resourceVersion we inspected as a precondition (a concurrent change fails with 409 and is
-/// retried from fresh state; a foreign Secret can never be overwritten by a race).
-async fn apply_secret(
-    ctx: &ServingContext,
+/// The Secret as service-ca wants it: the issued certificate and key, and our metadata.
+fn desired_secret(
     svc: &ServiceView<'_>,
     secret_name: &str,
-    tls_crt: Option<&[u8]>,
-    tls_key: Option<&[u8]>,
+    tls_crt: &[u8],
+    tls_key: &[u8],
     not_after: OffsetDateTime,
-    live: Option<&Secret>,
-) -> Result<(), ServingError> {
-    let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), svc.namespace);
-    let mut desired = desired_secret(svc, secret_name, tls_crt, tls_key, not_after);
-    match live {
-        None => {
-            let pp = PostParams {
-                field_manager: Some(names::FIELD_MANAGER.into()),
-                ..Default::default()
-            };
-            secrets.create(&pp, &desired).await?;
-        }
-        Some(live) => {
-            desired.metadata.resource_version = live.resource_version();
-            let mut body = serde_json::to_value(&desired).map_err(kube::Error::SerdeError)?;
-            body["apiVersion"] = json!("v1");
-            body["kind"] = json!("Secret");
-            secrets
-                .patch(
-                    secret_name,
-                    &PatchParams::apply(names::FIELD_MANAGER).force(),
-                    &Patch::Apply(body),
-                )
-                .await?;
-        }
+) -> Secret {
+    let data = [(names::TLS_CRT, tls_crt), (names::TLS_KEY, tls_key)]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), k8s_openapi::ByteString(v.to_vec())))
+        .collect();
+    Secret {
+        metadata: desired_metadata(svc, secret_name, not_after),
+        type_: Some(names::TLS_SECRET_TYPE.into()),
+        data: Some(data),
+        ..Default::default()
     }
-    ctx.metrics.wrote(CONTROLLER);
-    Ok(())
 }
 
 /// Applies the Service annotations service-ca owns, if they differ from what is there.
@@ -678,6 +748,11 @@ async fn record_success(
     ctx: &ServingContext,
     ca: &SigningCa,
 ) -> Result<(), ServingError> {
+    ctx.warnings.forget(&format!(
+        "{}/{}",
+        svc.metadata.namespace.as_deref().unwrap_or_default(),
+        svc.name_any()
+    ));
     let cn = ca.subject_cn();
     let wanted = [
         (names::SIGNED_BY_BETA.to_string(), cn.clone()),
@@ -694,7 +769,7 @@ async fn record_failure(
     message: &str,
 ) -> Result<(), ServingError> {
     let current = svc.metadata.annotations.as_ref();
-    let count = (decide::failure_count(current) + 1).to_string();
+    let count = decide::failure_count(current).saturating_add(1).to_string();
     let mut wanted: BTreeMap<String, String> = [
         (names::ERROR_BETA.to_string(), message.to_string()),
         (names::ERROR_ALPHA.to_string(), message.to_string()),
@@ -708,26 +783,4 @@ async fn record_failure(
         }
     }
     apply_service_annotations(svc, ctx, wanted).await
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn secret_index_follows_the_requested_name() {
-        let index = SecretIndex::default();
-        index.set("ns", Some("a-tls"), "a");
-        index.set("ns", Some("b-tls"), "b");
-        assert_eq!(index.get("ns", "a-tls").as_deref(), Some("a"));
-        assert_eq!(index.get("other", "a-tls"), None);
-        // Renamed: the old name no longer routes to the Service.
-        index.set("ns", Some("a2-tls"), "a");
-        assert_eq!(index.get("ns", "a-tls"), None);
-        assert_eq!(index.get("ns", "a2-tls").as_deref(), Some("a"));
-        // Annotation removed.
-        index.set("ns", None, "a");
-        assert_eq!(index.get("ns", "a2-tls"), None);
-        assert_eq!(index.get("ns", "b-tls").as_deref(), Some("b"));
-    }
 }

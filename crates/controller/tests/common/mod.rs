@@ -212,3 +212,26 @@ pub async fn wait_for_new_bundle(running: &Running, old: &str, timeout: Duration
     .expect("CA channel open");
     current_bundle(running)
 }
+
+/// Observes for `window` that `holds` stays true (checked every 100 ms), and fails the test the
+/// moment it does not: a "nothing happens" check that looks for the whole window, not once.
+pub async fn holds_for<F, Fut>(window: Duration, what: &str, mut holds: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let until = tokio::time::Instant::now() + window;
+    while tokio::time::Instant::now() < until {
+        assert!(holds().await, "{what}: changed within {window:?}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// The value of an unlabelled metric in the text exposition, if present.
+pub fn metric_value(exposition: &str, name: &str) -> Option<f64> {
+    exposition
+        .lines()
+        .find(|l| l.split_whitespace().next() == Some(name))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|v| v.parse().ok())
+}

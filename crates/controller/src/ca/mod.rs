@@ -1,12 +1,14 @@
 //! CA lifecycle: create the CA Secret on first start, adopt an existing one, rotate it before it
 //! expires (or on request), publish the bundle ConfigMap, and hand the current CA to every
-//! controller through a watch channel (spec §9).
+//! controller through a watch channel (docs/behavior.md §9).
 //!
 //! Invariants:
 //! - an existing CA is never replaced silently: a corrupt CA Secret is reported (log, Event,
 //!   readiness) and left alone until an administrator deletes it;
 //! - every write carries the resourceVersion that was read, so two writers cannot both rotate;
 //! - the bundle ConfigMap converges on content on every pass (not only when the CA changed).
+
+mod decide;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -23,19 +25,23 @@ use serde_json::json;
 use service_ca_pki::SigningCa;
 use time::OffsetDateTime;
 use tokio::sync::watch;
-use tracing::{error, info, warn};
+use tracing::{Instrument, error, info, warn};
 
+use self::decide::{CaSecretView, CaStep, RotationReason};
 use crate::config::Config;
 use crate::events::EventSink;
 use crate::metrics::Metrics;
 use crate::names;
+use crate::plumbing::{ReconcileError, ReconcileMeasurer, kube_category};
+
+const CONTROLLER: &str = "ca";
 
 /// The current CA as seen by every controller; `None` until the first successful pass.
 pub type CaReceiver = watch::Receiver<Option<Arc<SigningCa>>>;
 
 /// Errors of the CA manager.
 #[derive(Debug, thiserror::Error)]
-pub enum CaError {
+pub(crate) enum CaError {
     /// The CA Secret exists but its content cannot be used.
     #[error("CA secret {0} is unusable: {1}; delete it to let service-ca create a new CA")]
     Corrupt(String, service_ca_pki::PkiError),
@@ -43,24 +49,27 @@ pub enum CaError {
     #[error("CA operation failed: {0}")]
     Pki(#[from] service_ca_pki::PkiError),
     /// A Kubernetes API call failed.
-    #[error("kubernetes API: {}", crate::api_message(.0))]
+    #[error("kubernetes API: {}", crate::plumbing::api_message(.0))]
     Kube(#[from] kube::Error),
 }
 
-impl CaError {
-    /// Stable category for metrics and Event reasons.
-    pub fn category(&self) -> &'static str {
+impl ReconcileError for CaError {
+    fn category(&self) -> &'static str {
         match self {
-            CaError::Corrupt(..) => "ca-corrupt",
-            CaError::Pki(_) => "pki",
-            CaError::Kube(_) => "kube",
+            CaError::Corrupt(..) => "ca_corrupt",
+            CaError::Pki(e) => e.category(),
+            CaError::Kube(e) => kube_category(e),
         }
+    }
+
+    fn is_conflict(&self) -> bool {
+        matches!(self, CaError::Kube(e) if crate::plumbing::status_code(e) == Some(409))
     }
 }
 
-/// Runs the CA manager until `shutdown` resolves: one pass on start, on every change of the CA
-/// Secret or bundle ConfigMap, and before the rotation is due.
-pub async fn run(
+/// Runs the CA manager until dropped: one pass on start, on every change of the CA Secret or
+/// bundle ConfigMap, and before the rotation is due.
+pub(crate) async fn run(
     client: Client,
     cfg: Arc<Config>,
     tx: watch::Sender<Option<Arc<SigningCa>>>,
@@ -93,23 +102,33 @@ pub async fn run(
     }
     let mut changes = futures::stream::select_all(sources);
     let mut failures = 0u32;
+    let object = format!("{}/{}", cfg.namespace, cfg.ca_secret);
     loop {
         let now = OffsetDateTime::now_utc();
-        let next = match reconcile(&client, &cfg, &events, &metrics, now).await {
-            Ok(ca) => {
+        let span = crate::plumbing::reconcile_span(CONTROLLER, &object);
+        let pass = {
+            let _measure = ReconcileMeasurer::start(&metrics, CONTROLLER);
+            reconcile(&client, &cfg, &events, &metrics, now)
+                .instrument(span.clone())
+                .await
+        };
+        let next = match pass {
+            Ok((ca, next_check)) => {
                 failures = 0;
                 metrics.set_ca_expiry(ca.not_after().unix_timestamp());
                 let changed = tx.borrow().as_ref().is_none_or(|cur| !same_ca(cur, &ca));
                 if changed {
-                    info!(ca = %ca.subject_cn(), not_after = %ca.not_after(), "CA loaded");
-                    tx.send_replace(Some(ca.clone()));
+                    span.in_scope(
+                        || info!(ca = %ca.subject_cn(), not_after = %ca.not_after(), "CA loaded"),
+                    );
+                    tx.send_replace(Some(ca));
                 }
-                next_check(&ca, &cfg, now)
+                next_check
             }
             Err(err) => {
-                failures += 1;
-                metrics.ca_error(err.category());
-                error!(error = %err, category = err.category(), "CA pass failed");
+                failures = failures.saturating_add(1);
+                metrics.reconcile_error(CONTROLLER, err.category());
+                span.in_scope(|| error!(error = %err, category = err.category(), "CA pass failed"));
                 Duration::from_secs(5 * u64::from(failures.min(60)))
             }
         };
@@ -130,15 +149,7 @@ fn same_ca(a: &SigningCa, b: &SigningCa) -> bool {
         && a.intermediate_pem() == b.intermediate_pem()
 }
 
-/// When to look again: when the rotation becomes due, and at least hourly.
-fn next_check(ca: &SigningCa, cfg: &Config, now: OffsetDateTime) -> Duration {
-    let due = ca.not_after() - cfg.ca.rotation_threshold;
-    let until = (due - now).max(time::Duration::ZERO);
-    Duration::try_from(until)
-        .unwrap_or(Duration::ZERO)
-        .clamp(Duration::from_secs(1), Duration::from_secs(3600))
-}
-
+/// A data value, absent when empty.
 fn data_bytes<'a>(secret: &'a Secret, key: &str) -> Option<&'a [u8]> {
     secret
         .data
@@ -148,101 +159,142 @@ fn data_bytes<'a>(secret: &'a Secret, key: &str) -> Option<&'a [u8]> {
         .filter(|b| !b.is_empty())
 }
 
-/// One pass: ensure the CA Secret holds a usable, not-yet-due CA and the bundle is published.
-pub async fn reconcile(
+fn view_of(secret: &Secret) -> CaSecretView<'_> {
+    CaSecretView {
+        tls_crt: data_bytes(secret, names::TLS_CRT),
+        tls_key: data_bytes(secret, names::TLS_KEY),
+        ca_bundle: data_bytes(secret, names::CA_BUNDLE_CRT),
+        intermediate: data_bytes(secret, names::INTERMEDIATE_CA_CRT),
+        annotations: secret.metadata.annotations.as_ref(),
+    }
+}
+
+/// One pass: observe the CA Secret, decide, execute the step, then publish the bundle. Returns
+/// the CA in force and when to look again.
+async fn reconcile(
     client: &Client,
     cfg: &Config,
     events: &EventSink,
     metrics: &Metrics,
     now: OffsetDateTime,
-) -> Result<Arc<SigningCa>, CaError> {
+) -> Result<(Arc<SigningCa>, Duration), CaError> {
     let secrets: Api<Secret> = Api::namespaced(client.clone(), &cfg.namespace);
     let live = secrets.get_opt(&cfg.ca_secret).await?;
-    let secret_ref = format!("{}/{}", cfg.namespace, cfg.ca_secret);
-    let ca = match live
-        .as_ref()
-        .and_then(|s| data_bytes(s, names::TLS_CRT).map(|c| (s, c)))
-    {
-        None => {
-            let ca = SigningCa::create(&cfg.ca, now)?;
-            let written = write_new_ca(&secrets, cfg, live.as_ref(), &ca).await?;
-            info!(ca = %ca.subject_cn(), "created a new service CA");
-            events
-                .publish(
-                    &written.object_ref(&()),
-                    EventType::Normal,
-                    "ServiceCACreated",
-                    "Create",
-                    format!(
-                        "created CA {} valid until {}",
-                        ca.subject_cn(),
-                        ca.not_after()
-                    ),
-                )
-                .await;
-            ca
+    let step = decide::decide(live.as_ref().map(view_of).as_ref(), &cfg.ca, now);
+    // decide() returns Refill, Corrupt and Rotate only for a Secret that exists.
+    let ca = match (step, live.as_ref()) {
+        (CaStep::UpToDate { ca, next_check }, _) => {
+            publish_bundle(client, cfg, &ca).await?;
+            return Ok((Arc::new(*ca), next_check));
         }
-        Some((secret, tls_crt)) => {
-            let adopted = SigningCa::from_secret_data(
-                tls_crt,
-                data_bytes(secret, names::TLS_KEY).unwrap_or_default(),
-                data_bytes(secret, names::CA_BUNDLE_CRT),
-                data_bytes(secret, names::INTERMEDIATE_CA_CRT),
+        (CaStep::Corrupt(err), Some(live)) => {
+            return Err(report_corrupt(cfg, events, live, err).await);
+        }
+        (CaStep::Rotate { current, reason }, Some(live)) => {
+            let rotation = Rotation {
+                current: &current,
+                reason: &reason,
                 now,
-            );
-            let ca = match adopted {
-                Ok(ca) => ca,
-                Err(e) => {
-                    let err = CaError::Corrupt(secret_ref, e);
-                    events
-                        .publish(
-                            &secret.object_ref(&()),
-                            EventType::Warning,
-                            "ServiceCAInvalid",
-                            "Load",
-                            err.to_string(),
-                        )
-                        .await;
-                    return Err(err);
-                }
             };
-            let annotations = secret.metadata.annotations.as_ref();
-            let requested = names::first_non_empty(annotations, &[names::FORCE_ROTATION_REQUEST]);
-            let recorded = names::first_non_empty(annotations, &[names::FORCED_ROTATION_REASON]);
-            let forced = requested.filter(|r| Some(*r) != recorded);
-            if forced.is_some() || ca.needs_rotation(&cfg.ca, now) {
-                let rotation = ca.rotate(&cfg.ca, now)?;
-                write_rotation(&secrets, secret, &rotation.ca, forced).await?;
-                metrics.rotated();
-                let cause = match forced {
-                    Some(reason) => format!("forced rotation with reason {reason:?}"),
-                    None => format!(
-                        "less than {} days of validity left",
-                        cfg.ca.rotation_threshold.as_secs() / 86400
-                    ),
-                };
-                let msg = format!(
-                    "rotated the service CA ({cause}); previous CA trusted until {}",
-                    crate::serving::decide::format_expiry(rotation.previous_trusted_until)
-                );
-                info!(%msg, "CA rotated");
-                events
-                    .publish(
-                        &secret.object_ref(&()),
-                        EventType::Normal,
-                        "ServiceCARotated",
-                        "Rotate",
-                        msg,
-                    )
-                    .await;
-                rotation.ca
-            } else {
-                ca
-            }
+            rotate(&secrets, cfg, events, metrics, live, rotation).await?
+        }
+        (CaStep::Refill, live) => create(&secrets, cfg, events, live, now).await?,
+        (CaStep::Create | CaStep::Corrupt(_) | CaStep::Rotate { .. }, _) => {
+            create(&secrets, cfg, events, None, now).await?
         }
     };
+    let next_check = decide::next_check(&ca, &cfg.ca, now);
     publish_bundle(client, cfg, &ca).await?;
-    Ok(Arc::new(ca))
+    Ok((Arc::new(ca), next_check))
+}
+
+/// Creates a CA and writes it: a new Secret, or the data of an existing one whose `tls.crt` is
+/// empty (its metadata kept, docs/behavior.md §9.2).
+async fn create(
+    secrets: &Api<Secret>,
+    cfg: &Config,
+    events: &EventSink,
+    existing: Option<&Secret>,
+    now: OffsetDateTime,
+) -> Result<SigningCa, CaError> {
+    let ca = SigningCa::create(&cfg.ca, now)?;
+    let written = write_new_ca(secrets, cfg, existing, &ca).await?;
+    info!(ca = %ca.subject_cn(), "created a new service CA");
+    events
+        .publish(
+            &written.object_ref(&()),
+            EventType::Normal,
+            "ServiceCACreated",
+            "Create",
+            format!(
+                "created CA {} valid until {}",
+                ca.subject_cn(),
+                ca.not_after()
+            ),
+        )
+        .await;
+    Ok(ca)
+}
+
+/// Reports an unusable CA Secret (Event; the error is logged and counted by the caller).
+async fn report_corrupt(
+    cfg: &Config,
+    events: &EventSink,
+    live: &Secret,
+    err: service_ca_pki::PkiError,
+) -> CaError {
+    let err = CaError::Corrupt(format!("{}/{}", cfg.namespace, cfg.ca_secret), err);
+    events
+        .publish(
+            &live.object_ref(&()),
+            EventType::Warning,
+            "ServiceCAInvalid",
+            "Load",
+            err.to_string(),
+        )
+        .await;
+    err
+}
+
+/// A rotation decided by [`decide::decide`].
+struct Rotation<'a> {
+    current: &'a SigningCa,
+    reason: &'a RotationReason,
+    now: OffsetDateTime,
+}
+
+/// Rotates the current CA and writes the result over the Secret as read.
+async fn rotate(
+    secrets: &Api<Secret>,
+    cfg: &Config,
+    events: &EventSink,
+    metrics: &Metrics,
+    live: &Secret,
+    Rotation {
+        current,
+        reason,
+        now,
+    }: Rotation<'_>,
+) -> Result<SigningCa, CaError> {
+    let rotation = current.rotate(&cfg.ca, now)?;
+    write_rotation(secrets, live, &rotation.ca, reason.forced()).await?;
+    metrics.rotated();
+    let msg = format!(
+        "rotated the service CA ({}); previous CA trusted until {}",
+        reason.describe(&cfg.ca),
+        crate::serving::format_expiry(rotation.previous_trusted_until)
+    );
+    info!(%msg, "CA rotated");
+    events
+        .publish(
+            &live.object_ref(&()),
+            EventType::Normal,
+            "ServiceCARotated",
+            "Rotate",
+            msg,
+        )
+        .await;
+    Ok(rotation.ca)
 }
 
 fn informational_annotations() -> BTreeMap<String, String> {
@@ -293,7 +345,7 @@ async fn write_new_ca(
             Ok(secrets.create(&pp, &secret).await?)
         }
         Some(existing) => {
-            // A Secret with an empty tls.crt: keep its metadata, replace its data (spec §9.2).
+            // A Secret with an empty tls.crt: keep its metadata, replace its data (docs/behavior.md §9.2).
             let mut updated = existing.clone();
             let annotations = updated
                 .metadata

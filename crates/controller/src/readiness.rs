@@ -1,15 +1,46 @@
-//! Readiness of the caches: every controller registers its store, and the process is synced once
-//! each registered store has completed its initial list.
+//! Readiness: one source for `/readyz` and the `service_ca_ready` gauge, and the cache-sync
+//! tracker the leader's readiness waits for.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use kube::Resource;
 use kube::runtime::reflector::Store;
 use tokio::sync::watch;
 
+use crate::metrics::Metrics;
+
+/// Whether this replica is ready; every change is mirrored to the gauge.
+pub(crate) struct Readiness {
+    ready: AtomicBool,
+    metrics: Arc<Metrics>,
+}
+
+impl Readiness {
+    /// Not ready until told otherwise.
+    pub(crate) fn new(metrics: Arc<Metrics>) -> Self {
+        metrics.set_ready(false);
+        Self {
+            ready: AtomicBool::new(false),
+            metrics,
+        }
+    }
+
+    /// Records readiness for `/readyz` and the gauge at once.
+    pub(crate) fn set(&self, ready: bool) {
+        self.ready.store(ready, Ordering::Relaxed);
+        self.metrics.set_ready(ready);
+    }
+
+    /// The current readiness.
+    pub(crate) fn get(&self) -> bool {
+        self.ready.load(Ordering::Relaxed)
+    }
+}
+
 /// Counts caches that have not finished their initial list.
 #[derive(Clone)]
-pub struct CacheSync {
+pub(crate) struct CacheSync {
     pending: Arc<watch::Sender<usize>>,
 }
 
@@ -23,7 +54,7 @@ impl Default for CacheSync {
 
 impl CacheSync {
     /// Registers a store; the process is not synced until it has listed everything once.
-    pub fn track<K>(&self, store: Store<K>)
+    pub(crate) fn track<K>(&self, store: Store<K>)
     where
         K: Resource + Clone + Send + Sync + 'static,
         K::DynamicType: std::hash::Hash + Eq + Clone + Send + Sync,
@@ -49,7 +80,7 @@ impl CacheSync {
     }
 
     /// Resolves once every registered store has synced.
-    pub async fn wait(&self) {
+    pub(crate) async fn wait(&self) {
         let mut rx = self.pending.subscribe();
         let _ = rx.wait_for(|n| *n == 0).await;
     }
