@@ -1,4 +1,4 @@
-//! The signing CA: creation, adoption, rotation with cross-signing (spec §4, §5.2, §5.4, §9.3).
+//! The signing CA: creation, adoption, rotation with cross-signing (docs/behavior.md §4, §5.2, §5.4, §9.3).
 
 use std::time::Duration;
 
@@ -38,7 +38,7 @@ pub struct CaConfig {
 pub const DEFAULT_CN_PREFIX: &str = "openshift-service-serving-signer";
 
 impl Default for CaConfig {
-    /// Documentation rule (spec §14): 790-day CA, rotate with less than 6 months (183 days) left.
+    /// Documentation rule (docs/behavior.md §14): 790-day CA, rotate with less than 6 months (183 days) left.
     fn default() -> Self {
         CaConfig {
             cn_prefix: DEFAULT_CN_PREFIX.to_string(),
@@ -60,7 +60,7 @@ impl CaConfig {
         }
     }
 
-    /// Short-rotation preset (spec §6): 2h30m lifetime, 1h15m threshold and trust bridge.
+    /// Short-rotation preset (docs/behavior.md §6): 2h30m lifetime, 1h15m threshold and trust bridge.
     pub fn short_rotation() -> Self {
         CaConfig {
             lifetime: Duration::from_secs(150 * 60),
@@ -92,7 +92,7 @@ impl CaConfig {
     }
 }
 
-/// The content of the CA Secret (spec §4).
+/// The content of the CA Secret (docs/behavior.md §4).
 #[derive(Debug)]
 pub struct SigningCa {
     cert: CertInfo,
@@ -133,7 +133,7 @@ pub(crate) fn random_serial() -> Result<SerialNumber, PkiError> {
     }
 }
 
-/// SKID: SHA-1 of the RSA modulus (spec §5.1), or SHA-256[..20] of the EC point (spec §5.6).
+/// SKID: SHA-1 of the RSA modulus (docs/behavior.md §5.1), or SHA-256[..20] of the EC point (docs/behavior.md §5.6).
 pub(crate) fn compute_skid(key: &PrivateKey) -> Result<Vec<u8>, PkiError> {
     use aws_lc_rs::digest;
     if key.algorithm().is_rsa() {
@@ -360,7 +360,7 @@ fn non_empty(b: Option<&[u8]>) -> Option<&[u8]> {
 }
 
 impl SigningCa {
-    /// Create a new self-signed CA, CN `<prefix>@<unix secs of now>` (spec §5.2).
+    /// Create a new self-signed CA, CN `<prefix>@<unix secs of now>` (docs/behavior.md §5.2).
     pub fn create(cfg: &CaConfig, now: OffsetDateTime) -> Result<Self, PkiError> {
         cfg.validate()?;
         let key = generate_key(cfg.key_algorithm)?;
@@ -537,7 +537,7 @@ impl SigningCa {
         self.is_expired(now) || remaining < cfg.rotation_threshold
     }
 
-    /// Rotate (spec §9.3): NEW keeps the subject; bundle `[NEW, A]`, intermediate B.
+    /// Rotate (docs/behavior.md §9.3): NEW keeps the subject; bundle `[NEW, A]`, intermediate B.
     ///
     /// Works the same way on an expired CA: its key still signs B (NEW under OLD), and A (OLD under
     /// NEW) gets notAfter = `max(OLD.notAfter, now + trust_bridge_min)`, i.e. a valid cross-signed

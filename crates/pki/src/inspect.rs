@@ -1,4 +1,4 @@
-//! Certificate inspection (x509-parser) and the serving-cert reissue check (spec §7.3).
+//! Certificate inspection (x509-parser) and the serving-cert reissue check (docs/behavior.md §7.3).
 
 use std::fmt;
 use std::time::Duration;
@@ -215,7 +215,7 @@ fn leaf_of(tls_crt: Option<&[u8]>) -> Result<CertInfo, ReissueReason> {
         .ok_or(ReissueReason::Unparsable)
 }
 
-/// Spec §7.3: AKID equals the CA's SKID, or (legacy CA without SKID) the issuer CN matches.
+/// docs/behavior.md §7.3: AKID equals the CA's SKID, or (legacy CA without SKID) the issuer CN matches.
 fn issued_by_ca(leaf: &CertInfo, ca: &SigningCa) -> bool {
     match ca.skid_opt() {
         Some(skid) => leaf.akid.as_deref() == Some(skid),
@@ -247,7 +247,7 @@ fn time_reason(
     None
 }
 
-/// Spec §7.3 check plus an expiry check read from the certificate itself.
+/// docs/behavior.md §7.3 check plus an expiry check read from the certificate itself.
 ///
 /// Does not verify the leaf's signature nor look at `tls.key`; see [`verify_serving_secret`].
 pub fn needs_reissue(
@@ -306,7 +306,7 @@ fn signed_by_ca(leaf: &X509Certificate<'_>, ca: &SigningCa) -> bool {
 ///
 /// 1. `tls.crt` missing ([`Missing`](ReissueReason::Missing)) or no parsable leaf
 ///    ([`Unparsable`](ReissueReason::Unparsable));
-/// 2. not issued by the current CA per spec §7.3 (AKID/SKID, legacy CN), or the leaf's issuer name
+/// 2. not issued by the current CA per docs/behavior.md §7.3 (AKID/SKID, legacy CN), or the leaf's issuer name
 ///    is not the CA subject byte-for-byte ([`WrongIssuer`](ReissueReason::WrongIssuer));
 /// 3. the leaf's signature does not verify with the current CA's key, or with the key of a
 ///    certificate of the current bundle with the leaf's issuer name and AKID

@@ -16,7 +16,7 @@ use aws_lc_rs::signature::{
 use crate::PkiError;
 use crate::der::pkcs8_inner_key;
 
-/// Key algorithm for CA and leaf keys (spec §5.1, §5.6).
+/// Key algorithm for CA and leaf keys (docs/behavior.md §5.1, §5.6).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
 pub enum KeyAlgorithm {
     /// RSA 2048-bit, e=65537, sha256WithRSAEncryption (upstream default).

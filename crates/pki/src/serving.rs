@@ -1,4 +1,4 @@
-//! Serving (leaf) certificates (spec §5.3, §5.7).
+//! Serving (leaf) certificates (docs/behavior.md §5.3, §5.7).
 
 use std::time::Duration;
 
@@ -26,7 +26,7 @@ pub enum ChainOrder {
     /// `[leaf, B (intermediate), CA]`: works for OpenSSL clients holding a pre-rotation bundle.
     #[default]
     Portable,
-    /// `[leaf, CA, B]`: upstream byte layout (spec §5.7).
+    /// `[leaf, CA, B]`: upstream byte layout (docs/behavior.md §5.7).
     Upstream,
 }
 
@@ -60,7 +60,7 @@ pub struct IssuedCert {
     pub not_after: OffsetDateTime,
 }
 
-/// The sorted DNS SANs for a Service (spec §5.3).
+/// The sorted DNS SANs for a Service (docs/behavior.md §5.3).
 pub fn serving_dns_names(
     service: &str,
     namespace: &str,

@@ -1,4 +1,4 @@
-//! Field-by-field checks of every certificate profile (spec §5), parsed with x509-parser.
+//! Field-by-field checks of every certificate profile (docs/behavior.md §5), parsed with x509-parser.
 
 mod common;
 use common::*;

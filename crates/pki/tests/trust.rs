@@ -103,7 +103,7 @@ fn rotation_matrix_openssl() {
         openssl_handshake(bundle, &leaf.cert_chain_pem, &leaf.key_pem, HOST)
             .unwrap_or_else(|e| panic!("{label}: s_client: {e}"));
     }
-    // Documented expectation (spec §5.7, O-14): upstream order + stale bundle fails under OpenSSL.
+    // Documented expectation (docs/behavior.md §5.7, O-14): upstream order + stale bundle fails under OpenSSL.
     let up = &w.new_leaf_upstream;
     let e = openssl_handshake(&w.pre_bundle, &up.cert_chain_pem, &up.key_pem, HOST).unwrap_err();
     assert!(
