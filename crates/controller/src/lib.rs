@@ -175,6 +175,15 @@ pub async fn run(
         };
         background.spawn(admin::serve(addr, state, shutdown.clone()));
     }
+    background.spawn(
+        shutdown
+            .clone()
+            .run_until_cancelled_owned(ca::observe_expiry(
+                client.clone(),
+                cfg.clone(),
+                metrics.clone(),
+            )),
+    );
     let elector = leader::Elector::new(client.clone(), &opts);
     let (terms_tx, mut terms) = watch::channel(None);
     background.spawn(elector.clone().run(terms_tx, shutdown.clone()));

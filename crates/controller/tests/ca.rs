@@ -475,6 +475,14 @@ async fn two_replicas_one_leader_failover_and_admin_endpoints() {
         follower_body.contains("service_ca_leader 0"),
         "{follower_body}"
     );
+    // The follower reports the same CA expiry as the leader (no "expires soon" alert from it).
+    let follower_port = replicas[follower_idx].1;
+    eventually(WAIT, "follower reports the CA expiry", || async {
+        let (_, body) = http_get(follower_port, "/metrics").await?;
+        (common::metric_value(&body, "service_ca_expiry_time_seconds") == Some(expiry as f64))
+            .then_some(())
+    })
+    .await;
 
     // Only the leader writes.
     let services: Api<Service> = ctx.api();

@@ -143,6 +143,29 @@ pub(crate) async fn run(
     }
 }
 
+/// Keeps the CA expiry gauge current on a replica that does not lead, from a read-only watch of
+/// the CA Secret, so every replica Prometheus scrapes reports the same CA (the leader's CA
+/// manager sets the same gauge).
+pub(crate) async fn observe_expiry(client: Client, cfg: Config, metrics: Arc<Metrics>) {
+    let secrets: Api<Secret> = Api::namespaced(client, &cfg.namespace);
+    let selector = watcher::Config::default().fields(&format!("metadata.name={}", cfg.ca_secret));
+    watcher(secrets, selector)
+        .default_backoff()
+        .applied_objects()
+        .for_each(|secret| {
+            let not_after = secret.ok().and_then(|secret| {
+                let crt = data_bytes(&secret, names::TLS_CRT)?;
+                let certs = service_ca_pki::parse_pem_certs(crt).ok()?;
+                certs.first().map(|c| c.not_after.unix_timestamp())
+            });
+            if let Some(not_after) = not_after {
+                metrics.set_ca_expiry(not_after);
+            }
+            futures::future::ready(())
+        })
+        .await;
+}
+
 fn same_ca(a: &SigningCa, b: &SigningCa) -> bool {
     a.tls_crt_pem() == b.tls_crt_pem()
         && a.bundle_pem() == b.bundle_pem()

@@ -61,8 +61,6 @@ pub(crate) enum IssueReason {
     Missing,
     /// Its certificate needs re-issuing.
     Certificate(ReissueReason),
-    /// `tls.key` is missing or empty.
-    MissingKey,
 }
 
 impl IssueReason {
@@ -71,7 +69,6 @@ impl IssueReason {
         match self {
             IssueReason::Missing => "missing",
             IssueReason::Certificate(r) => r.as_str(),
-            IssueReason::MissingKey => "missing-key",
         }
     }
 }
@@ -260,16 +257,23 @@ pub(crate) fn decide(
     let margin = leaf
         .as_ref()
         .map_or(cfg.renew_before, |l| effective_margin(cfg.renew_before, l));
-    let reissue = service_ca_pki::needs_reissue(secret.tls_crt, ca, &expected, margin, now);
+    // Verified reuse: the leaf must verify against the CA, carry this Service's UID, and
+    // tls.key must parse and match it (docs/behavior.md §7.3, with this project's additions).
+    let reissue = service_ca_pki::verify_serving_secret(
+        secret.tls_crt,
+        secret.tls_key,
+        ca,
+        &expected,
+        Some(svc.uid),
+        margin,
+        now,
+    );
     let type_ = secret.type_.unwrap_or("Opaque");
     if type_ != names::TLS_SECRET_TYPE {
         return Decision::Refuse(Refusal::WrongType(type_.to_string()));
     }
     if let Some(reason) = reissue {
         return Decision::Issue(IssueReason::Certificate(reason));
-    }
-    if secret.tls_key.is_none_or(<[u8]>::is_empty) {
-        return Decision::Issue(IssueReason::MissingKey);
     }
     let Some(leaf) = leaf else {
         return Decision::Issue(IssueReason::Certificate(ReissueReason::Unparsable));
@@ -406,6 +410,7 @@ mod tests {
         crt: String,
         key: String,
         other_crt: String,
+        other_key: String,
         annotations: BTreeMap<String, String>,
         svc_annotations: BTreeMap<String, String>,
     }
@@ -438,7 +443,7 @@ mod tests {
         let ca = SigningCa::create(&cfg, NOW).unwrap();
         let other_ca = SigningCa::create(&cfg, NOW).unwrap();
         let (crt, key) = issue(&ca, false, 730 * DAY);
-        let (other_crt, _) = issue(&other_ca, false, 730 * DAY);
+        let (other_crt, other_key) = issue(&other_ca, false, 730 * DAY);
         let not_after = service_ca_pki::parse_pem_certs(crt.as_bytes()).unwrap()[0].not_after;
         let annotations = [
             (names::ORIGINATING_UID_BETA, UID.to_string()),
@@ -457,6 +462,7 @@ mod tests {
             crt,
             key,
             other_crt,
+            other_key,
             annotations,
             svc_annotations,
         }
@@ -629,7 +635,31 @@ mod tests {
                 false,
                 "api-tls",
                 NOW,
-                Decision::Issue(IssueReason::MissingKey),
+                cert(ReissueReason::KeyMissing),
+            ),
+            (
+                "tls.key of another certificate",
+                Some(SecretView {
+                    tls_key: Some(f.other_key.as_bytes()),
+                    ..good(&f)
+                }),
+                false,
+                "api-tls",
+                NOW,
+                cert(ReissueReason::KeyMismatch),
+            ),
+            (
+                "tls.key not a key",
+                Some(SecretView {
+                    tls_key: Some(
+                        b"-----BEGIN PRIVATE KEY-----\nAAAA\n-----END PRIVATE KEY-----\n",
+                    ),
+                    ..good(&f)
+                }),
+                false,
+                "api-tls",
+                NOW,
+                cert(ReissueReason::KeyUnparsable),
             ),
             (
                 "extra data keys",

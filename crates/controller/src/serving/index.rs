@@ -19,6 +19,8 @@ type Key = (String, String);
 struct Maps {
     by_secret: HashMap<Key, String>,
     by_service: HashMap<Key, String>,
+    /// Per requesting Service: the error counter last seen, and how many times a user reset it.
+    counters: HashMap<Key, (u32, u64)>,
     /// Services seen since a re-list began; the others are gone when it completes.
     relisted: Option<HashSet<Key>>,
 }
@@ -48,7 +50,11 @@ impl SecretIndex {
             watcher::Event::Init => maps.relisted = Some(HashSet::new()),
             watcher::Event::InitApply(svc) | watcher::Event::Apply(svc) => {
                 let Some(key) = key_of(svc) else { return };
-                let requested = decide::requested_secret_name_in(svc.metadata.annotations.as_ref());
+                let annotations = svc.metadata.annotations.as_ref();
+                let requested = decide::requested_secret_name_in(annotations);
+                if requested.is_some() {
+                    maps.observe_counter(&key, annotations);
+                }
                 if let (watcher::Event::InitApply(_), Some(seen)) = (event, maps.relisted.as_mut())
                 {
                     seen.insert(key.clone());
@@ -81,6 +87,21 @@ impl SecretIndex {
         }
     }
 
+    /// How many times a user has reset the Service's error counter (a request to retry now):
+    /// part of what triggers a reconcile, so the reset is answered at once while the controller's
+    /// own counter writes trigger nothing.
+    pub(super) fn counter_resets(&self, namespace: &str, service: &str) -> u64 {
+        self.maps
+            .lock()
+            .ok()
+            .and_then(|m| {
+                m.counters
+                    .get(&(namespace.to_string(), service.to_string()))
+                    .map(|c| c.1)
+            })
+            .unwrap_or(0)
+    }
+
     /// The Service in `namespace` that requests Secret `secret`.
     pub(super) fn service_for(&self, namespace: &str, secret: &str) -> Option<String> {
         let maps = self.maps.lock().ok()?;
@@ -91,6 +112,22 @@ impl SecretIndex {
 }
 
 impl Maps {
+    /// Records the Service's error counter; a drop from a failure count to 0 with the error
+    /// still recorded is a user's reset (service-ca removes both together on success).
+    fn observe_counter(
+        &mut self,
+        key: &Key,
+        annotations: Option<&std::collections::BTreeMap<String, String>>,
+    ) {
+        let count = decide::failure_count(annotations);
+        let reset = decide::counter_reset(annotations);
+        let entry = self.counters.entry(key.clone()).or_insert((count, 0));
+        if reset && entry.0 > 0 {
+            entry.1 += 1;
+        }
+        entry.0 = count;
+    }
+
     /// Records that Service `key` requests `secret` (None: nothing); returns the Secret it
     /// no longer requests, if any.
     fn set(&mut self, key: Key, secret: Option<&str>) -> Option<Key> {
@@ -98,6 +135,9 @@ impl Maps {
             return None;
         }
         let (namespace, service) = key;
+        if secret.is_none() {
+            self.counters.remove(&(namespace.clone(), service.clone()));
+        }
         let old = self
             .by_service
             .remove(&(namespace.clone(), service.clone()))
@@ -168,5 +208,28 @@ mod tests {
         assert_eq!(index.service_for("ns", "c-tls"), None);
         assert_eq!(index.service_for("ns", "d-tls").as_deref(), Some("d"));
         assert!(metrics.encode().contains("service_ca_tracked_services 1"));
+    }
+
+    #[test]
+    fn counts_resets_of_the_error_counter_only() {
+        let index = SecretIndex::new(Arc::new(Metrics::new()));
+        let with = |count: &str| {
+            let mut s = svc("a", Some("a-tls"));
+            let a = s.metadata.annotations.get_or_insert_default();
+            a.insert(names::ERROR_BETA.into(), "failed".into());
+            a.insert(names::ERROR_NUM_BETA.into(), count.into());
+            s
+        };
+        index.observe(&watcher::Event::Apply(svc("a", Some("a-tls"))));
+        for count in ["1", "2"] {
+            index.observe(&watcher::Event::Apply(with(count)));
+        }
+        assert_eq!(index.counter_resets("ns", "a"), 0);
+        index.observe(&watcher::Event::Apply(with("0")));
+        assert_eq!(index.counter_resets("ns", "a"), 1);
+        // The controller's own next write (1) is not a reset.
+        index.observe(&watcher::Event::Apply(with("1")));
+        index.observe(&watcher::Event::Apply(with("1")));
+        assert_eq!(index.counter_resets("ns", "a"), 1);
     }
 }

@@ -125,8 +125,9 @@ impl ServingContext {
 }
 
 /// Hash of what can change a Service's certificate: our own status annotations are left out, so
-/// the writes we make do not trigger another reconcile (no hot loop on failures).
-fn service_inputs(svc: &Service) -> Option<u64> {
+/// the writes we make do not trigger another reconcile (no hot loop on failures); a user's reset
+/// of the error counter is in (a request to retry now, docs/behavior.md §7.5).
+fn service_inputs(svc: &Service, counter_resets: u64) -> Option<u64> {
     let mut h = DefaultHasher::new();
     svc.metadata.uid.hash(&mut h);
     let a = svc.metadata.annotations.as_ref();
@@ -134,8 +135,7 @@ fn service_inputs(svc: &Service) -> Option<u64> {
         a.and_then(|a| a.get(key)).hash(&mut h);
     }
     is_headless(svc).hash(&mut h);
-    // A user resetting the error counter asks for a retry now (docs/behavior.md §7.5).
-    decide::counter_reset(a).hash(&mut h);
+    counter_resets.hash(&mut h);
     Some(h.finish())
 }
 
@@ -162,13 +162,22 @@ pub(crate) async fn run(ctx: Arc<ServingContext>, caches: CacheSync, token: Canc
     let (reader, writer) = reflector::store();
     caches.track(reader.clone());
     let index_ctx = ctx.clone();
+    let predicate_ctx = ctx.clone();
     let service_events = watcher(services, watcher::Config::default())
         .default_backoff()
         .modify(strip)
         .inspect_ok(move |event| index_ctx.index.observe(event))
         .reflect(writer)
         .applied_objects()
-        .predicate_filter(service_inputs, Default::default());
+        .predicate_filter(
+            move |svc: &Service| {
+                let resets = svc.metadata.namespace.as_deref().map_or(0, |ns| {
+                    predicate_ctx.index.counter_resets(ns, &svc.name_any())
+                });
+                service_inputs(svc, resets)
+            },
+            Default::default(),
+        );
     let secret_events = watcher(secrets, watcher::Config::default())
         .default_backoff()
         .touched_objects();
