@@ -32,6 +32,8 @@ pub struct Config {
     pub ca_secret: String,
     /// Name of the bundle ConfigMap.
     pub bundle_configmap: String,
+    /// Namespaces whose Services never get a serving certificate (refused with an Event).
+    pub denied_namespaces: Vec<String>,
     /// Restrict Services and ConfigMaps to one namespace (None: the whole cluster).
     pub watch_namespace: Option<String>,
     /// Inject into cluster-scoped kinds (APIServices, CRDs, webhook configurations).
@@ -69,6 +71,7 @@ impl Default for Config {
             namespace: names::DEFAULT_NAMESPACE.into(),
             ca_secret: names::DEFAULT_CA_SECRET.into(),
             bundle_configmap: names::DEFAULT_BUNDLE_CONFIGMAP.into(),
+            denied_namespaces: Vec::new(),
             watch_namespace: None,
             cluster_scoped_injection: true,
             publish_bundle_to: None,

@@ -48,6 +48,7 @@ pub struct Metrics {
     issued: Family<ControllerLabels, Counter>,
     writes: Family<ControllerLabels, Counter>,
     rotations: Counter,
+    injection_blocked: Family<ControllerLabels, Counter>,
     tracked_services: Gauge<i64, AtomicI64>,
     leader: Gauge<i64, AtomicI64>,
     ready: Gauge<i64, AtomicI64>,
@@ -114,6 +115,12 @@ impl Metrics {
             "CA rotations performed by this process",
             rotations.clone(),
         );
+        let injection_blocked = Family::<ControllerLabels, Counter>::default();
+        registry.register(
+            "service_ca_injection_blocked",
+            "Injection targets found holding an outdated bundle they cannot be updated to (e.g. immutable ConfigMaps), reported as Warning Events",
+            injection_blocked.clone(),
+        );
         let tracked_services = Gauge::<i64, AtomicI64>::default();
         registry.register(
             "service_ca_tracked_services",
@@ -142,6 +149,7 @@ impl Metrics {
             issued,
             writes,
             rotations,
+            injection_blocked,
             tracked_services,
             leader,
             ready,
@@ -223,6 +231,13 @@ impl Metrics {
     pub(crate) fn set_tracked_services(&self, count: usize) {
         self.tracked_services
             .set(i64::try_from(count).unwrap_or(i64::MAX));
+    }
+
+    /// Counts an injection target reported as blocked.
+    pub(crate) fn injection_blocked(&self, controller: &str) {
+        self.injection_blocked
+            .get_or_create(&Self::labels(controller))
+            .inc();
     }
 
     /// Counts a CA rotation.

@@ -46,6 +46,9 @@ pub const LEGACY_CONFIGMAP_NAME: &str = "openshift-service-ca.crt";
 pub const FORCED_ROTATION_REASON: &str = "service-ca.operators.openshift.io/forced-rotation-reason";
 /// Requested forced-rotation reason, set by an administrator on the CA Secret (portable, docs/behavior.md §16 O-3).
 pub const FORCE_ROTATION_REQUEST: &str = "service-ca.operators.openshift.io/force-rotation";
+/// A forced-rotation reason starting with this prefix rotates without a trust bridge: a new,
+/// unrelated CA (for a compromised CA key; docs/security.md).
+pub const NO_BRIDGE_PREFIX: &str = "no-bridge:";
 
 /// Label put on every Secret service-ca issues, so they can be found and watched cheaply.
 pub const MANAGED_BY_LABEL: &str = "app.kubernetes.io/managed-by";

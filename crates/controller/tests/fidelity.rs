@@ -63,7 +63,7 @@ async fn an_expired_ca_is_rotated_with_a_bridge() {
                 ),
                 (
                     names::TLS_KEY.to_string(),
-                    ByteString(expired.tls_key_pem().into()),
+                    ByteString(expired.tls_key_pem().as_bytes().to_vec()),
                 ),
             ]
             .into(),

@@ -11,6 +11,7 @@ use x509_parser::certificate::X509Certificate;
 use x509_parser::extensions::ParsedExtension;
 use x509_parser::prelude::FromDer;
 use x509_parser::x509::X509Name;
+use zeroize::Zeroizing;
 
 use crate::PkiError;
 use crate::der::{is_printable, rsa_modulus};
@@ -464,8 +465,8 @@ impl SigningCa {
     }
 
     /// `tls.key`: the CA key PEM (original bytes when adopted).
-    pub fn tls_key_pem(&self) -> String {
-        self.key.pem().to_string()
+    pub fn tls_key_pem(&self) -> Zeroizing<String> {
+        Zeroizing::new(self.key.pem().to_string())
     }
 
     /// `ca-bundle.crt`, present after a rotation (canonical, re-encoded from DER).

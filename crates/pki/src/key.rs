@@ -1,12 +1,14 @@
 //! Key algorithms, key generation and the ahead-of-demand key pool.
 
 use std::fmt;
+
 use std::str::FromStr;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::mpsc::{Receiver, SyncSender, TryRecvError, TrySendError, sync_channel};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::Duration;
+use zeroize::Zeroizing;
 
 use aws_lc_rs::encoding::AsDer;
 use aws_lc_rs::signature::{
@@ -91,7 +93,7 @@ impl FromStr for KeyAlgorithm {
 /// A private key with its PEM form (PKCS#1 for RSA, SEC1 for EC, or the original bytes when adopted).
 pub struct PrivateKey {
     alg: KeyAlgorithm,
-    pem: String,
+    pem: Zeroizing<String>,
     pub(crate) pair: rcgen::KeyPair,
 }
 
@@ -142,7 +144,7 @@ impl PrivateKey {
                 };
                 return Ok(PrivateKey {
                     alg,
-                    pem: pem_text.to_string(),
+                    pem: Zeroizing::new(pem_text.to_string()),
                     pair,
                 });
             }
@@ -201,7 +203,7 @@ pub fn generate_key(alg: KeyAlgorithm) -> Result<PrivateKey, PkiError> {
         .map_err(|e| PkiError::KeyGeneration(e.to_string()))?;
     Ok(PrivateKey {
         alg,
-        pem: pem_text,
+        pem: Zeroizing::new(pem_text),
         pair,
     })
 }

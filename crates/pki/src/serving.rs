@@ -7,6 +7,7 @@ use rcgen::{
     KeyUsagePurpose, SanType,
 };
 use time::OffsetDateTime;
+use zeroize::Zeroizing;
 
 use crate::PkiError;
 use crate::ca::{SigningCa, add, check_issuer, cn_dn, compute_skid, issuer_for, random_serial};
@@ -50,14 +51,23 @@ pub struct ServingRequest<'a> {
 }
 
 /// A freshly issued serving certificate.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct IssuedCert {
     /// `tls.crt`: the leaf followed by the CA chain.
     pub cert_chain_pem: String,
     /// `tls.key`: the leaf key PEM.
-    pub key_pem: String,
+    pub key_pem: Zeroizing<String>,
     /// Leaf notAfter.
     pub not_after: OffsetDateTime,
+}
+
+/// Never prints the key.
+impl std::fmt::Debug for IssuedCert {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("IssuedCert")
+            .field("not_after", &self.not_after)
+            .finish_non_exhaustive()
+    }
 }
 
 /// The sorted DNS SANs for a Service (docs/behavior.md §5.3).
@@ -165,7 +175,7 @@ pub fn issue_serving(
     }
     Ok(IssuedCert {
         cert_chain_pem: chain,
-        key_pem: key.pem().to_string(),
+        key_pem: Zeroizing::new(key.pem().to_string()),
         not_after: info.not_after,
     })
 }

@@ -101,6 +101,25 @@ impl SettingValue for ChainOrder {
     }
 }
 
+/// A comma-separated list.
+impl SettingValue for Vec<String> {
+    fn parse(text: &str) -> Result<Self, String> {
+        Ok(text
+            .split(',')
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+            .map(String::from)
+            .collect())
+    }
+    fn show(&self) -> String {
+        if self.is_empty() {
+            "none".into()
+        } else {
+            self.join(",")
+        }
+    }
+}
+
 /// `NAMESPACE/NAME`.
 impl SettingValue for (String, String) {
     fn parse(text: &str) -> Result<Self, String> {
@@ -240,6 +259,8 @@ settings! {
     chain_order: ChainOrder => chain_order;
     /// Concurrent reconciles per controller.
     concurrency: u16 => concurrency;
+    /// Never issue serving certificates to Services in these namespaces (comma-separated).
+    deny_namespaces: Vec<String> => denied_namespaces;
     /// Only manage Services and ConfigMaps in this namespace (none: the whole cluster).
     watch_namespace: String => watch_namespace;
     /// Inject into APIServices, CRDs and webhook configurations.

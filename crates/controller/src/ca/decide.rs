@@ -14,7 +14,7 @@ use crate::names;
 const CHECK_BOUNDS: (Duration, Duration) = (Duration::from_secs(1), Duration::from_secs(3600));
 
 /// What the decision reads of the CA Secret; empty data values count as absent.
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Default)]
 pub(crate) struct CaSecretView<'a> {
     /// `data["tls.crt"]`.
     pub(crate) tls_crt: Option<&'a [u8]>,
@@ -26,6 +26,17 @@ pub(crate) struct CaSecretView<'a> {
     pub(crate) intermediate: Option<&'a [u8]>,
     /// The Secret's annotations (forced-rotation request and record).
     pub(crate) annotations: Option<&'a BTreeMap<String, String>>,
+}
+
+/// Never prints the key.
+impl std::fmt::Debug for CaSecretView<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CaSecretView")
+            .field("has_tls_crt", &self.tls_crt.is_some())
+            .field("has_tls_key", &self.tls_key.is_some())
+            .field("annotations", &self.annotations)
+            .finish_non_exhaustive()
+    }
 }
 
 /// Why the CA is rotated.
@@ -43,6 +54,9 @@ impl RotationReason {
     /// The cause, for the Event and the log.
     pub(crate) fn describe(&self, cfg: &CaConfig) -> String {
         match self {
+            RotationReason::Forced(reason) if self.without_bridge() => format!(
+                "forced rotation without a trust bridge, reason {reason:?}: the previous CA is no longer trusted"
+            ),
             RotationReason::Forced(reason) => format!("forced rotation with reason {reason:?}"),
             RotationReason::Due => format!(
                 "less than {} days of validity left",
@@ -50,6 +64,12 @@ impl RotationReason {
             ),
             RotationReason::Expired => "the CA had expired".into(),
         }
+    }
+
+    /// A forced rotation that must not keep trusting the old CA (reason prefixed with
+    /// [`names::NO_BRIDGE_PREFIX`]): the old key may be compromised.
+    pub(crate) fn without_bridge(&self) -> bool {
+        matches!(self, RotationReason::Forced(reason) if reason.starts_with(names::NO_BRIDGE_PREFIX))
     }
 
     /// The forced-rotation reason to record on the Secret, if any.
@@ -167,7 +187,7 @@ mod tests {
         fn of(ca: &SigningCa) -> Self {
             Self {
                 crt: ca.tls_crt_pem(),
-                key: ca.tls_key_pem(),
+                key: ca.tls_key_pem().to_string(),
                 bundle: ca.ca_bundle_pem(),
                 intermediate: ca.intermediate_pem(),
             }
@@ -330,6 +350,13 @@ mod tests {
         for (what, view, now, expected) in rows {
             assert_eq!(name(&decide(view.as_ref(), &cfg, now)), expected, "{what}");
         }
+    }
+
+    #[test]
+    fn no_bridge_prefix() {
+        assert!(RotationReason::Forced("no-bridge: key leaked".into()).without_bridge());
+        assert!(!RotationReason::Forced("incident-42".into()).without_bridge());
+        assert!(!RotationReason::Due.without_bridge());
     }
 
     #[test]

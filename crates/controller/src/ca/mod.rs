@@ -299,13 +299,19 @@ async fn rotate(
         now,
     }: Rotation<'_>,
 ) -> Result<SigningCa, CaError> {
-    let rotation = current.rotate(&cfg.ca, now)?;
-    write_rotation(secrets, live, &rotation.ca, reason.forced()).await?;
+    let (ca, trust) = if reason.without_bridge() {
+        let fresh = SigningCa::create(&cfg.ca, now)?;
+        (fresh, "the previous CA is no longer trusted".to_string())
+    } else {
+        let rotation = current.rotate(&cfg.ca, now)?;
+        let until = crate::serving::format_expiry(rotation.previous_trusted_until);
+        (rotation.ca, format!("previous CA trusted until {until}"))
+    };
+    write_rotation(secrets, live, &ca, reason.forced()).await?;
     metrics.rotated();
     let msg = format!(
-        "rotated the service CA ({}); previous CA trusted until {}",
-        reason.describe(&cfg.ca),
-        crate::serving::format_expiry(rotation.previous_trusted_until)
+        "rotated the service CA ({}); {trust}",
+        reason.describe(&cfg.ca)
     );
     info!(%msg, "CA rotated");
     events
@@ -317,7 +323,7 @@ async fn rotate(
             msg,
         )
         .await;
-    Ok(rotation.ca)
+    Ok(ca)
 }
 
 fn informational_annotations() -> BTreeMap<String, String> {
@@ -344,7 +350,7 @@ async fn write_new_ca(
         ),
         (
             names::TLS_KEY.to_string(),
-            ByteString(ca.tls_key_pem().into_bytes()),
+            ByteString(ca.tls_key_pem().as_bytes().to_vec()),
         ),
     ]
     .into();
@@ -397,7 +403,7 @@ async fn write_rotation(
     );
     data.insert(
         names::TLS_KEY.into(),
-        ByteString(ca.tls_key_pem().into_bytes()),
+        ByteString(ca.tls_key_pem().as_bytes().to_vec()),
     );
     for (key, value) in [
         (names::CA_BUNDLE_CRT, ca.ca_bundle_pem()),

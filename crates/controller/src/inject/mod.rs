@@ -27,7 +27,7 @@ use tracing::{Instrument, info, warn};
 
 use crate::ca::CaReceiver;
 use crate::config::{Config, ConfigError};
-use crate::events::EventSink;
+use crate::events::{EventSink, WarningLimiter};
 use crate::metrics::Metrics;
 use crate::names;
 use crate::plumbing::{self, ReconcileError, ReconcileMeasurer};
@@ -43,6 +43,9 @@ pub(crate) enum Outcome {
     UpToDate,
     /// The object cannot take a bundle; the reason is logged, nothing is retried.
     Skip(String),
+    /// The object holds an outdated bundle and cannot be updated in place (an immutable
+    /// ConfigMap): reported as a Warning Event and counted, since its consumers keep the old CA.
+    Blocked(String),
     /// A JSON merge patch (with a resourceVersion precondition) that injects the bundle.
     Patch {
         /// The merge patch.
@@ -116,6 +119,7 @@ pub(crate) struct InjectContext {
     events: EventSink,
     metrics: Arc<Metrics>,
     caches: CacheSync,
+    blocked: WarningLimiter,
 }
 
 impl InjectContext {
@@ -133,6 +137,8 @@ impl InjectContext {
             events,
             metrics,
             caches,
+            // One Warning per blocked object per hour, and at once for a new bundle.
+            blocked: WarningLimiter::new(Duration::from_secs(3600)),
         }
     }
 }
@@ -318,6 +324,30 @@ async fn inject<K: Target>(
         Outcome::UpToDate => Ok(Action::await_change()),
         Outcome::Skip(reason) => {
             info!(kind = flavor.name, object = %describe(live.meta()), %reason, "not injecting");
+            Ok(Action::await_change())
+        }
+        Outcome::Blocked(reason) => {
+            let object = describe(live.meta());
+            warn!(kind = flavor.name, %object, %reason, "outdated CA bundle cannot be updated");
+            // Keyed by the bundle too: a new CA is reported again at once.
+            let key = format!("{reason} {:x}", {
+                use std::hash::{Hash, Hasher};
+                let mut h = std::collections::hash_map::DefaultHasher::new();
+                bundle.hash(&mut h);
+                h.finish()
+            });
+            if ctx.blocked.admit(&object, &key) {
+                ctx.metrics.injection_blocked(flavor.name);
+                ctx.events
+                    .publish(
+                        &live.object_ref(&()),
+                        EventType::Warning,
+                        "CABundleInjectionBlocked",
+                        "Inject",
+                        format!("{object} holds an outdated service CA bundle: {reason}"),
+                    )
+                    .await;
+            }
             Ok(Action::await_change())
         }
         Outcome::Patch {

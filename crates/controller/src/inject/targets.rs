@@ -53,8 +53,8 @@ impl Target for ConfigMap {
             return Outcome::UpToDate;
         }
         if self.immutable == Some(true) {
-            return Outcome::Skip(
-                "the ConfigMap is immutable; recreate it without `immutable: true`".into(),
+            return Outcome::Blocked(
+                "the ConfigMap is immutable; recreate it without `immutable: true` to receive the current bundle".into(),
             );
         }
         let removed: Vec<String> = data
@@ -251,7 +251,7 @@ mod tests {
         );
         assert!(matches!(extra.injection(BUNDLE), Outcome::Patch { .. }));
         let immutable = from(json!({"metadata": {"name": "c"}, "immutable": true}));
-        assert!(matches!(immutable.injection(BUNDLE), Outcome::Skip(_)));
+        assert!(matches!(immutable.injection(BUNDLE), Outcome::Blocked(_)));
         // An owning-component someone else set is kept.
         let owned = from(
             json!({"metadata": {"name": "c", "annotations": {names::OWNING_COMPONENT: "me"}}}),

@@ -27,7 +27,7 @@ pub(crate) struct ServiceView<'a> {
 }
 
 /// What the decision needs to know about the requested Secret.
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Default)]
 pub(crate) struct SecretView<'a> {
     /// Secret type.
     pub(crate) type_: Option<&'a str>,
@@ -45,6 +45,21 @@ pub(crate) struct SecretView<'a> {
     pub(crate) labelled: bool,
 }
 
+/// Never prints the key.
+impl std::fmt::Debug for SecretView<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SecretView")
+            .field("type_", &self.type_)
+            .field("annotations", &self.annotations)
+            .field("owners", &self.owners)
+            .field("has_tls_crt", &self.tls_crt.is_some())
+            .field("has_tls_key", &self.tls_key.is_some())
+            .field("extra_keys", &self.extra_keys)
+            .field("labelled", &self.labelled)
+            .finish()
+    }
+}
+
 /// Settings the decision depends on.
 #[derive(Clone, Debug)]
 pub(crate) struct DecideConfig<'a> {
@@ -52,6 +67,8 @@ pub(crate) struct DecideConfig<'a> {
     pub(crate) cluster_domain: &'a str,
     /// Renewal margin.
     pub(crate) renew_before: Duration,
+    /// Namespaces whose Services never get a certificate.
+    pub(crate) denied_namespaces: &'a [String],
 }
 
 /// Why a Secret is being (re-)issued.
@@ -99,6 +116,10 @@ pub(crate) enum Refusal {
     ForeignSecret,
     /// Our Secret has a type other than `kubernetes.io/tls` (immutable, cannot be fixed in place).
     WrongType(String),
+    /// `default/kubernetes`: a certificate for the API server's own name is never issued.
+    SystemService,
+    /// The Service's namespace is on the administrator's deny list.
+    DeniedNamespace,
 }
 
 impl Refusal {
@@ -112,6 +133,12 @@ impl Refusal {
             Refusal::ForeignSecret => {
                 format!("secret {namespace}/{secret} does not have corresponding service UID {uid}")
             }
+            Refusal::SystemService => format!(
+                "service {namespace}/kubernetes is the API server's own: service-ca never issues a certificate for its name"
+            ),
+            Refusal::DeniedNamespace => format!(
+                "namespace {namespace} is on service-ca's deny list (--deny-namespaces); ask the administrator"
+            ),
             Refusal::WrongType(t) => format!(
                 "secret {namespace}/{secret} has type {t:?}, not {}; delete it to let service-ca recreate it",
                 names::TLS_SECRET_TYPE
@@ -125,6 +152,8 @@ impl Refusal {
             Refusal::InvalidSecretName(_) => "invalid_secret_name",
             Refusal::ForeignSecret => "foreign_secret",
             Refusal::WrongType(_) => "wrong_secret_type",
+            Refusal::SystemService => "system_service",
+            Refusal::DeniedNamespace => "denied_namespace",
         }
     }
 
@@ -235,6 +264,12 @@ pub(crate) fn decide(
     cfg: &DecideConfig<'_>,
     now: OffsetDateTime,
 ) -> Decision {
+    if svc.namespace == "default" && svc.name == "kubernetes" {
+        return Decision::Refuse(Refusal::SystemService);
+    }
+    if cfg.denied_namespaces.iter().any(|ns| ns == svc.namespace) {
+        return Decision::Refuse(Refusal::DeniedNamespace);
+    }
     if let Err(why) = validate_secret_name(secret_name) {
         return Decision::Refuse(Refusal::InvalidSecretName(why));
     }
@@ -432,7 +467,7 @@ mod tests {
             NOW,
         )
         .unwrap();
-        (issued.cert_chain_pem, issued.key_pem)
+        (issued.cert_chain_pem, issued.key_pem.to_string())
     }
 
     fn fixture() -> Fixture {
@@ -497,6 +532,7 @@ mod tests {
         let cfg = DecideConfig {
             cluster_domain: "cluster.local",
             renew_before: 30 * DAY,
+            denied_namespaces: &[],
         };
         decide(&svc, name, secret, &f.ca, &cfg, now)
     }
@@ -762,6 +798,43 @@ mod tests {
                 "{what}"
             );
         }
+    }
+
+    #[test]
+    fn system_services_and_denied_namespaces_are_refused() {
+        let f = fixture();
+        let denied = vec!["shop".to_string()];
+        let svc = |namespace, name| ServiceView {
+            name,
+            namespace,
+            uid: UID,
+            headless: false,
+            annotations: Some(&f.svc_annotations),
+        };
+        let cfg = |denied_namespaces| DecideConfig {
+            cluster_domain: "cluster.local",
+            renew_before: 30 * DAY,
+            denied_namespaces,
+        };
+        let decide_for = |svc: ServiceView<'_>, cfg: DecideConfig<'_>| {
+            decide(&svc, "api-tls", None, &f.ca, &cfg, NOW)
+        };
+        assert_eq!(
+            decide_for(svc("default", "kubernetes"), cfg(&[])),
+            Decision::Refuse(Refusal::SystemService)
+        );
+        assert_eq!(
+            decide_for(svc("shop", "api"), cfg(&denied)),
+            Decision::Refuse(Refusal::DeniedNamespace)
+        );
+        assert_eq!(
+            decide_for(svc("shop", "api"), cfg(&[])),
+            Decision::Issue(IssueReason::Missing)
+        );
+        assert_eq!(
+            decide_for(svc("default", "api"), cfg(&denied)),
+            Decision::Issue(IssueReason::Missing)
+        );
     }
 
     #[test]

@@ -300,6 +300,7 @@ async fn reconcile_service(svc: &Service, ctx: &ServingContext) -> Result<Next, 
     let dcfg = DecideConfig {
         cluster_domain: &ctx.cfg.cluster_domain,
         renew_before: ctx.cfg.renew_before,
+        denied_namespaces: &ctx.cfg.denied_namespaces,
     };
     let secret_view = live.as_ref().map(view_of);
     let decision = decide::decide(&view, secret_name, secret_view.as_ref(), &ca, &dcfg, now);
