@@ -91,3 +91,11 @@ pub fn first_non_empty<'a>(
         .map(String::as_str)
         .find(|v| !v.is_empty())
 }
+
+/// Prefix of the annotations this project adds beyond the original (opt-in features).
+pub const PROJECT_PREFIX: &str = "service-ca.dev/";
+/// On a Service: a token; when it differs from the one recorded on its Secret, the certificate
+/// is re-issued once (`service-ca renew`), without deleting anything.
+pub const RENEW_REQUEST: &str = "service-ca.dev/renew";
+/// On a serving Secret: the renew token its certificate was issued for.
+pub const RENEWED_FOR: &str = "service-ca.dev/renewed-for";
