@@ -274,3 +274,42 @@ async fn resetting_the_error_counter_retries_now_and_warnings_are_not_repeated()
     .await;
     running.stop().await;
 }
+
+#[tokio::test]
+async fn a_renew_request_reissues_exactly_once() {
+    let ctx = TestContext::new("fid-renew").await.unwrap();
+    let running = controller(&ctx, |_| {}).await;
+    let services: Api<Service> = ctx.api();
+    let secrets: Api<Secret> = ctx.api();
+    common::request_certificate(&services, "web", "web-tls").await;
+    let before = wait_secret(&secrets, "web-tls", "issued", is_issued).await;
+    services
+        .patch(
+            "web",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"metadata": {"annotations": {names::RENEW_REQUEST: "1"}}})),
+        )
+        .await
+        .unwrap();
+    let renewed = wait_secret(&secrets, "web-tls", "re-issued on request", |s| {
+        annotation(&s.metadata, names::RENEWED_FOR) == Some("1")
+    })
+    .await;
+    assert_ne!(leaf(&renewed).serial_hex, leaf(&before).serial_hex);
+    assert_ne!(
+        data(&renewed, names::TLS_KEY),
+        data(&before, names::TLS_KEY)
+    );
+    holds_for(
+        Duration::from_secs(3),
+        "no second re-issue for the same token",
+        || async {
+            secrets
+                .get("web-tls")
+                .await
+                .is_ok_and(|s| s.resource_version() == renewed.resource_version())
+        },
+    )
+    .await;
+    running.stop().await;
+}

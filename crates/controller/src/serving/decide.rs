@@ -78,6 +78,8 @@ pub(crate) enum IssueReason {
     Missing,
     /// Its certificate needs re-issuing.
     Certificate(ReissueReason),
+    /// A user asked for a new certificate (`service-ca renew`, names::RENEW_REQUEST).
+    Requested,
 }
 
 impl IssueReason {
@@ -86,6 +88,7 @@ impl IssueReason {
         match self {
             IssueReason::Missing => "missing",
             IssueReason::Certificate(r) => r.as_str(),
+            IssueReason::Requested => "requested",
         }
     }
 }
@@ -210,6 +213,11 @@ pub(crate) fn paired_alpha_secret_name<'a>(svc: &ServiceView<'a>) -> Option<&'a 
     (alpha != beta).then_some(alpha)
 }
 
+/// The renew token a user set on the Service (`service-ca renew`), if any.
+pub(crate) fn renew_request<'a>(svc: &ServiceView<'a>) -> Option<&'a str> {
+    first_non_empty(svc.annotations, &[names::RENEW_REQUEST])
+}
+
 /// Whether a secret-name annotation is present but every one of them is empty: the user asked
 /// for a certificate but named no Secret (the original silently ignores this).
 pub(crate) fn empty_request(svc: &ServiceView<'_>) -> bool {
@@ -309,6 +317,15 @@ pub(crate) fn decide(
     }
     if let Some(reason) = reissue {
         return Decision::Issue(IssueReason::Certificate(reason));
+    }
+    if let Some(token) = renew_request(svc)
+        && secret
+            .annotations
+            .and_then(|a| a.get(names::RENEWED_FOR))
+            .map(String::as_str)
+            != Some(token)
+    {
+        return Decision::Issue(IssueReason::Requested);
     }
     let Some(leaf) = leaf else {
         return Decision::Issue(IssueReason::Certificate(ReissueReason::Unparsable));
@@ -798,6 +815,40 @@ mod tests {
                 "{what}"
             );
         }
+    }
+
+    #[test]
+    fn a_renew_request_reissues_once() {
+        let f = fixture();
+        let cfg = DecideConfig {
+            cluster_domain: "cluster.local",
+            renew_before: 30 * DAY,
+            denied_namespaces: &[],
+        };
+        let mut svc_annotations = f.svc_annotations.clone();
+        svc_annotations.insert(names::RENEW_REQUEST.into(), "1700000000".into());
+        let svc = ServiceView {
+            name: "api",
+            namespace: "shop",
+            uid: UID,
+            headless: false,
+            annotations: Some(&svc_annotations),
+        };
+        let secret = good(&f);
+        assert_eq!(
+            decide(&svc, "api-tls", Some(&secret), &f.ca, &cfg, NOW),
+            Decision::Issue(IssueReason::Requested)
+        );
+        let mut done = f.annotations.clone();
+        done.insert(names::RENEWED_FOR.into(), "1700000000".into());
+        let renewed = SecretView {
+            annotations: Some(&done),
+            ..good(&f)
+        };
+        assert!(matches!(
+            decide(&svc, "api-tls", Some(&renewed), &f.ca, &cfg, NOW),
+            Decision::UpToDate { .. }
+        ));
     }
 
     #[test]

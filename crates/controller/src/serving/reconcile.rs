@@ -131,7 +131,11 @@ fn service_inputs(svc: &Service, counter_resets: u64) -> Option<u64> {
     let mut h = DefaultHasher::new();
     svc.metadata.uid.hash(&mut h);
     let a = svc.metadata.annotations.as_ref();
-    for key in [names::SECRET_NAME_BETA, names::SECRET_NAME_ALPHA] {
+    for key in [
+        names::SECRET_NAME_BETA,
+        names::SECRET_NAME_ALPHA,
+        names::RENEW_REQUEST,
+    ] {
         a.and_then(|a| a.get(key)).hash(&mut h);
     }
     is_headless(svc).hash(&mut h);
@@ -669,6 +673,7 @@ fn desired_metadata(
         ),
     ]
     .into_iter()
+    .chain(decide::renew_request(svc).map(|token| (names::RENEWED_FOR, token.to_string())))
     .map(|(k, v)| (k.to_string(), v))
     .collect();
     kube::api::ObjectMeta {
