@@ -3,7 +3,7 @@ SHELL := bash
 .SHELLFLAGS := -eu -o pipefail -c
 CARGO ?= cargo
 
-.PHONY: run stop test lint unit e2e bench testenv build kubectl clean-local
+.PHONY: run stop test check-openssl lint unit e2e bench testenv build kubectl clean-local
 
 ## Start the local control plane if no cluster is configured, then the controller against it.
 run:
@@ -14,9 +14,16 @@ stop:
 	@bash hack/stop.sh
 
 ## Format check, clippy, unit tests and e2e tests against a real kube-apiserver.
-test: lint
+test: check-openssl lint
 	@export SERVICE_CA_TESTENV_BIN="$$(bash testenv/build.sh)"; \
 	  $(CARGO) test --workspace --all-targets --no-fail-fast
+
+## The PKI tests cross-check issued material with the openssl CLI and fail without it.
+check-openssl:
+	@command -v openssl >/dev/null || { \
+	  echo "make test: the openssl CLI is required (the PKI tests cross-check with it)." >&2; \
+	  echo "Install it with: apt-get install openssl   (.ci/run installs it when missing)" >&2; \
+	  exit 1; }
 
 lint:
 	$(CARGO) fmt --all -- --check

@@ -62,9 +62,7 @@ fn openssl_ca(dir: &std::path::Path, days: &str, ca: bool, pkcs1: bool) -> (Stri
 
 #[test]
 fn adopt_openssl_cas() {
-    if !have_openssl() {
-        return;
-    }
+    require_openssl();
     let t = now();
     for pkcs1 in [false, true] {
         let dir = tmpdir("adopt");
@@ -72,7 +70,7 @@ fn adopt_openssl_cas() {
         assert_eq!(key.contains("BEGIN RSA PRIVATE KEY"), pkcs1);
         let ca =
             SigningCa::from_secret_data(crt.as_bytes(), key.as_bytes(), None, None, t).unwrap();
-        assert_eq!(ca.tls_key_pem(), key, "original key PEM kept");
+        assert_eq!(*ca.tls_key_pem(), key, "original key PEM kept");
         assert_eq!(ca.tls_crt_pem(), crt);
         let leaf = issue(&ca, "foo", "bar", ChainOrder::Portable, t);
         let l = &parse_pem_certs(leaf.cert_chain_pem.as_bytes()).unwrap()[0];
@@ -171,15 +169,13 @@ fn adopt_rejections() {
     let e =
         SigningCa::from_secret_data(b"", ours.tls_key_pem().as_bytes(), None, None, t).unwrap_err();
     assert_eq!(e.category(), "no_certificate");
-    if have_openssl() {
-        let dir = tmpdir("notca");
-        let (crt, key) = openssl_ca(&dir, "30", false, false);
-        let e =
-            SigningCa::from_secret_data(crt.as_bytes(), key.as_bytes(), None, None, t).unwrap_err();
-        assert_eq!(e.category(), "not_ca");
-        assert!(e.to_string().contains("not a CA"));
-        let _ = std::fs::remove_dir_all(&dir);
-    }
+    require_openssl();
+    let dir = tmpdir("notca");
+    let (crt, key) = openssl_ca(&dir, "30", false, false);
+    let e = SigningCa::from_secret_data(crt.as_bytes(), key.as_bytes(), None, None, t).unwrap_err();
+    assert_eq!(e.category(), "not_ca");
+    assert!(e.to_string().contains("not a CA"));
+    let _ = std::fs::remove_dir_all(&dir);
 }
 
 #[test]
@@ -188,16 +184,26 @@ fn key_pool_bounded_valid_and_stops() {
     let live = pool.live_threads_counter();
     let k = pool.take().unwrap();
     assert!(k.pem().starts_with("-----BEGIN EC PRIVATE KEY-----"));
-    std::thread::sleep(std::time::Duration::from_millis(200));
-    // Bounded: at most capacity keys are ready, plus one per thread held while blocked.
-    let mut n = 0;
-    while pool.try_take().is_some() {
-        n += 1;
-        if n > 10 {
-            break;
+    // Bounded: at most capacity keys are ready, plus one per thread held while blocked. Observed
+    // for a window (every 100 ms, drain what is ready), and the pool must have filled at least
+    // once: a bound that was never reached proves nothing.
+    let mut most = 0;
+    for _ in 0..20 {
+        std::thread::sleep(std::time::Duration::from_millis(100));
+        let mut n = 0;
+        while pool.try_take().is_some() {
+            n += 1;
+            assert!(
+                n <= 3 + 2,
+                "{n} keys ready: more than capacity 3 + 2 threads"
+            );
         }
+        most = most.max(n);
     }
-    assert!(n <= 3 + 2, "pool produced {n} keys without bound");
+    assert!(
+        most >= 3,
+        "the pool never filled (at most {most} ready keys)"
+    );
     let ca = SigningCa::create(&CaConfig::short_rotation(), now()).unwrap();
     let leaf = issue_serving(
         &ca,

@@ -93,19 +93,17 @@ fn expired_ca_is_adopted_and_rotated() {
     assert_eq!(back.bundle_pem(), new.bundle_pem());
     assert!(!back.needs_rotation(&CaConfig::default(), later));
 
-    if have_openssl() {
-        openssl_verify(
-            &new.bundle_pem(),
-            &leaf.cert_chain_pem,
-            Some(HOST),
-            Some(later),
-        )
-        .unwrap();
-        // OpenSSL checks the anchor's validity: the expired [OLD] bundle does not work.
-        let e =
-            openssl_verify(&old_bundle, &leaf.cert_chain_pem, Some(HOST), Some(later)).unwrap_err();
-        assert!(e.contains("expired"), "{e}");
-    }
+    require_openssl();
+    openssl_verify(
+        &new.bundle_pem(),
+        &leaf.cert_chain_pem,
+        Some(HOST),
+        Some(later),
+    )
+    .unwrap();
+    // OpenSSL checks the anchor's validity: the expired [OLD] bundle does not work.
+    let e = openssl_verify(&old_bundle, &leaf.cert_chain_pem, Some(HOST), Some(later)).unwrap_err();
+    assert!(e.contains("expired"), "{e}");
 }
 
 #[test]

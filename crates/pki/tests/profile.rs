@@ -402,9 +402,7 @@ fn config_and_algorithms() {
 
 #[test]
 fn openssl_text_cross_check() {
-    if !have_openssl() {
-        return;
-    }
+    require_openssl();
     let t = now();
     let ca = SigningCa::create(&CaConfig::default(), t).unwrap();
     let key = generate_key(KeyAlgorithm::Rsa2048).unwrap();

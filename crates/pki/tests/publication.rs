@@ -53,7 +53,7 @@ fn rotated_go_secret() -> GoSecret {
     let rot = ca.rotate(&CaConfig::default(), t).unwrap();
     GoSecret {
         tls_crt: go_certs(&ders(&rot.ca.tls_crt_pem())),
-        tls_key: rot.ca.tls_key_pem(),
+        tls_key: rot.ca.tls_key_pem().to_string(),
         bundle: go_certs(&ders(&rot.ca.ca_bundle_pem().unwrap())),
         intermediate: go_certs(&ders(&rot.ca.intermediate_pem().unwrap())),
     }
@@ -95,7 +95,7 @@ fn go_encoded_secret_round_trips_byte_identical() {
     assert_eq!(ca.ca_bundle_pem().unwrap(), g.bundle);
     assert_eq!(ca.bundle_pem(), g.bundle);
     assert_eq!(ca.intermediate_pem().unwrap(), g.intermediate);
-    assert_eq!(ca.tls_key_pem(), g.tls_key, "key PEM kept byte-for-byte");
+    assert_eq!(*ca.tls_key_pem(), g.tls_key, "key PEM kept byte-for-byte");
     // Before any rotation the bundle is tls.crt itself.
     let fresh = SigningCa::create(&CaConfig::default(), now()).unwrap();
     let crt = go_certs(&ders(&fresh.tls_crt_pem()));
@@ -110,9 +110,7 @@ fn go_encoded_secret_round_trips_byte_identical() {
 
 #[test]
 fn openssl_encoded_certificate_round_trips() {
-    if !have_openssl() {
-        return;
-    }
+    require_openssl();
     let ca = SigningCa::create(&CaConfig::default(), now()).unwrap();
     let dir = tmpdir("pubossl");
     let der = dir.join("c.der");

@@ -93,9 +93,7 @@ async fn rotation_matrix_rustls_handshake() {
 
 #[test]
 fn rotation_matrix_openssl() {
-    if !have_openssl() {
-        return;
-    }
+    require_openssl();
     let w = world();
     for (label, bundle, leaf) in matrix(&w) {
         openssl_verify(bundle, &leaf.cert_chain_pem, Some(HOST), None)
@@ -156,20 +154,17 @@ fn expired_ca_and_leaf_after_ca_expiry_fail() {
     )
     .unwrap_err();
     assert_eq!(e.category(), "ca_expired");
-    if have_openssl() {
-        assert!(
-            openssl_verify(&ca.bundle_pem(), &leaf.cert_chain_pem, Some(HOST), Some(t)).is_ok()
-        );
-        assert!(
-            openssl_verify(
-                &ca.bundle_pem(),
-                &leaf.cert_chain_pem,
-                Some(HOST),
-                Some(after)
-            )
-            .is_err()
-        );
-    }
+    require_openssl();
+    assert!(openssl_verify(&ca.bundle_pem(), &leaf.cert_chain_pem, Some(HOST), Some(t)).is_ok());
+    assert!(
+        openssl_verify(
+            &ca.bundle_pem(),
+            &leaf.cert_chain_pem,
+            Some(HOST),
+            Some(after)
+        )
+        .is_err()
+    );
 }
 
 /// Two consecutive rotations with the documentation rule (790 d lifetime, rotate with < 183 d left).
@@ -209,30 +204,25 @@ fn two_rotations() {
     assert!(webpki_verify(&b3, &leaf2.cert_chain_pem, HOST, t2 + sec).is_ok());
     assert!(webpki_verify(&b3, &leaf3.cert_chain_pem, HOST, t2 + sec).is_ok());
 
-    if have_openssl() {
-        // ... whereas OpenSSL also checks the trust anchor: [CA1] stops working at CA1.notAfter
-        // (t0 + 790 d), i.e. 183 days after rotation 1 and well before rotation 2.
-        let ca1_end = ca1.not_after();
-        assert_eq!(ca1_end, t0 + time::Duration::days(790));
-        assert!(
-            openssl_verify(&b1, &leaf2.cert_chain_pem, Some(HOST), Some(ca1_end - sec)).is_ok()
-        );
-        assert!(
-            openssl_verify(&b1, &leaf2.cert_chain_pem, Some(HOST), Some(ca1_end + sec)).is_err()
-        );
-        assert!(openssl_verify(&b1, &leaf3.cert_chain_pem, Some(HOST), Some(t2 + sec)).is_err());
-        // One-rotation-old bundle works with new leaves until CA2 expires.
-        assert!(openssl_verify(&b2, &leaf3.cert_chain_pem, Some(HOST), Some(t2 + sec)).is_ok());
-        assert!(
-            openssl_verify(
-                &b2,
-                &leaf3.cert_chain_pem,
-                Some(HOST),
-                Some(ca2.not_after() + sec)
-            )
-            .is_err()
-        );
-        assert!(openssl_verify(&b3, &leaf2.cert_chain_pem, Some(HOST), Some(t2 + sec)).is_ok());
-        assert!(openssl_verify(&b3, &leaf3.cert_chain_pem, Some(HOST), Some(t2 + sec)).is_ok());
-    }
+    require_openssl();
+    // ... whereas OpenSSL also checks the trust anchor: [CA1] stops working at CA1.notAfter
+    // (t0 + 790 d), i.e. 183 days after rotation 1 and well before rotation 2.
+    let ca1_end = ca1.not_after();
+    assert_eq!(ca1_end, t0 + time::Duration::days(790));
+    assert!(openssl_verify(&b1, &leaf2.cert_chain_pem, Some(HOST), Some(ca1_end - sec)).is_ok());
+    assert!(openssl_verify(&b1, &leaf2.cert_chain_pem, Some(HOST), Some(ca1_end + sec)).is_err());
+    assert!(openssl_verify(&b1, &leaf3.cert_chain_pem, Some(HOST), Some(t2 + sec)).is_err());
+    // One-rotation-old bundle works with new leaves until CA2 expires.
+    assert!(openssl_verify(&b2, &leaf3.cert_chain_pem, Some(HOST), Some(t2 + sec)).is_ok());
+    assert!(
+        openssl_verify(
+            &b2,
+            &leaf3.cert_chain_pem,
+            Some(HOST),
+            Some(ca2.not_after() + sec)
+        )
+        .is_err()
+    );
+    assert!(openssl_verify(&b3, &leaf2.cert_chain_pem, Some(HOST), Some(t2 + sec)).is_ok());
+    assert!(openssl_verify(&b3, &leaf3.cert_chain_pem, Some(HOST), Some(t2 + sec)).is_ok());
 }

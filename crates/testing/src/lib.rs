@@ -14,7 +14,8 @@ use std::sync::{Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use k8s_openapi::api::core::v1::Namespace;
-use kube::api::{DeleteParams, PostParams};
+use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding};
+use kube::api::{ApiResource, DeleteParams, DynamicObject, ListParams, PostParams};
 use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::{Api, Client, Config};
 
@@ -237,6 +238,11 @@ pub fn shared_kubeconfig() -> Result<PathBuf, HarnessError> {
 
 /// One test's view of the cluster: an admin client and a namespace of its own, deleted when the
 /// context is dropped (also when the test panics).
+///
+/// Cluster-scoped objects do not go away with the namespace. When the context is dropped it also
+/// deletes those registered with [`TestContext::delete_on_drop`], and every ClusterRole and
+/// ClusterRoleBinding whose name contains the test's namespace (namespace names are random, so
+/// such an object was made for this test: e.g. the RBAC the controller tests apply per namespace).
 pub struct TestContext {
     /// Admin client.
     pub client: Client,
@@ -244,6 +250,7 @@ pub struct TestContext {
     pub namespace: String,
     /// Kubeconfig of the cluster (for starting controllers or impersonated clients).
     pub kubeconfig: PathBuf,
+    cluster_scoped: Mutex<Vec<(ApiResource, String)>>,
 }
 
 impl TestContext {
@@ -267,7 +274,22 @@ impl TestContext {
             client,
             namespace,
             kubeconfig,
+            cluster_scoped: Mutex::new(Vec::new()),
         })
+    }
+
+    /// Registers a cluster-scoped object to delete when the context is dropped: at the end of the
+    /// test, and also when it panics. Register before creating it; deleting an object that was
+    /// never created is harmless. Objects are deleted in the reverse order of registration.
+    pub fn delete_on_drop<K>(&self, name: impl Into<String>)
+    where
+        K: kube::Resource<Scope = k8s_openapi::ClusterResourceScope>,
+        <K as kube::Resource>::DynamicType: Default,
+    {
+        let resource = ApiResource::erase::<K>(&Default::default());
+        if let Ok(mut registered) = self.cluster_scoped.lock() {
+            registered.push((resource, name.into()));
+        }
     }
 
     /// A namespaced API in the test's namespace.
@@ -286,6 +308,11 @@ impl Drop for TestContext {
         // with its own small runtime. Best effort: the control plane goes away with the process.
         let kubeconfig = self.kubeconfig.clone();
         let namespace = self.namespace.clone();
+        let registered = self
+            .cluster_scoped
+            .lock()
+            .map(|mut r| std::mem::take(&mut *r))
+            .unwrap_or_default();
         let handle = std::thread::spawn(move || {
             let Ok(rt) = tokio::runtime::Builder::new_current_thread()
                 .enable_all()
@@ -295,6 +322,7 @@ impl Drop for TestContext {
             };
             rt.block_on(async move {
                 if let Ok(client) = client_from_kubeconfig(&kubeconfig, None).await {
+                    delete_cluster_scoped(&client, &namespace, registered).await;
                     let _ = Api::<Namespace>::all(client)
                         .delete(&namespace, &DeleteParams::background())
                         .await;
@@ -302,6 +330,53 @@ impl Drop for TestContext {
             });
         });
         let _ = handle.join();
+    }
+}
+
+/// Deletes the registered cluster-scoped objects (newest first) and the ClusterRoles and
+/// ClusterRoleBindings named after `namespace`. Best effort: failures are reported, not fatal.
+async fn delete_cluster_scoped(
+    client: &Client,
+    namespace: &str,
+    registered: Vec<(ApiResource, String)>,
+) {
+    let dp = DeleteParams::background();
+    let report = |kind: &str, name: &str, result: Result<(), kube::Error>| match result {
+        Ok(()) => {}
+        Err(kube::Error::Api(status)) if status.code == 404 => {}
+        Err(e) => eprintln!("test cleanup: deleting {kind} {name}: {e}"),
+    };
+    for (resource, name) in registered.into_iter().rev() {
+        let api: Api<DynamicObject> = Api::all_with(client.clone(), &resource);
+        report(
+            &resource.kind,
+            &name,
+            api.delete(&name, &dp).await.map(|_| ()),
+        );
+    }
+    let bindings: Api<ClusterRoleBinding> = Api::all(client.clone());
+    if let Ok(list) = bindings.list(&ListParams::default()).await {
+        for name in list.items.into_iter().filter_map(|b| b.metadata.name) {
+            if name.contains(namespace) {
+                report(
+                    "ClusterRoleBinding",
+                    &name,
+                    bindings.delete(&name, &dp).await.map(|_| ()),
+                );
+            }
+        }
+    }
+    let roles: Api<ClusterRole> = Api::all(client.clone());
+    if let Ok(list) = roles.list(&ListParams::default()).await {
+        for name in list.items.into_iter().filter_map(|r| r.metadata.name) {
+            if name.contains(namespace) {
+                report(
+                    "ClusterRole",
+                    &name,
+                    roles.delete(&name, &dp).await.map(|_| ()),
+                );
+            }
+        }
     }
 }
 

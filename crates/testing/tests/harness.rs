@@ -6,9 +6,10 @@ use std::time::Duration;
 
 use futures::{StreamExt, TryStreamExt};
 use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Secret, Service, ServiceAccount};
+use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
 use kube::api::{DeleteParams, ObjectMeta, Patch, PatchParams, PostParams};
-use kube::runtime::{WatchStreamExt, watcher};
+use kube::runtime::watcher;
 use kube::{Api, ResourceExt};
 use serde_json::json;
 use service_ca_testing::{TestContext, TestEnv, client_from_kubeconfig, eventually};
@@ -42,27 +43,30 @@ async fn watch_sees_created_secret() {
         .await
         .unwrap();
 
-    let mut stream = watcher(secrets.clone(), watcher::Config::default())
-        .applied_objects()
-        .boxed();
-    // Create after the watch is established by polling the stream concurrently.
-    let creator = async {
-        tokio::time::sleep(Duration::from_millis(300)).await;
-        secrets
-            .create(&PostParams::default(), &secret("web-tls"))
-            .await
-            .unwrap();
-    };
+    let mut stream = watcher(secrets.clone(), watcher::Config::default()).boxed();
+    // Create only once the initial list is complete, so the Secret can only arrive as a watch
+    // event (an object created earlier would come with the initial list and prove nothing).
     let seen = async {
-        while let Some(obj) = stream.try_next().await.unwrap() {
-            if obj.name_any() == "web-tls" {
-                return obj;
+        while let Some(event) = stream.try_next().await.unwrap() {
+            match event {
+                watcher::Event::InitDone => {
+                    secrets
+                        .create(&PostParams::default(), &secret("web-tls"))
+                        .await
+                        .unwrap();
+                }
+                watcher::Event::InitApply(obj) => {
+                    assert_ne!(obj.name_any(), "web-tls", "listed before it was created")
+                }
+                watcher::Event::Apply(obj) if obj.name_any() == "web-tls" => return obj,
+                _ => {}
             }
         }
         panic!("watch ended");
     };
-    let (_, seen) = tokio::join!(creator, tokio::time::timeout(Duration::from_secs(20), seen));
-    let seen = seen.expect("secret seen through the watch");
+    let seen = tokio::time::timeout(Duration::from_secs(20), seen)
+        .await
+        .expect("secret seen through the watch");
     assert_eq!(seen.namespace().as_deref(), Some(ctx.namespace.as_str()));
     assert_eq!(
         seen.data.unwrap().get("k").map(|b| b.0.clone()),
@@ -198,6 +202,77 @@ async fn rbac_denies_unprivileged_service_account() {
     }
     // The admin client in the same namespace is allowed: the denial is RBAC, not a broken setup.
     ctx.api::<Secret>().list(&Default::default()).await.unwrap();
+}
+
+#[tokio::test]
+async fn dropping_the_context_deletes_its_cluster_scoped_objects() {
+    let ctx = TestContext::new("harness-cleanup").await.unwrap();
+    let ns = ctx.namespace.clone();
+    let suffix = ns.rsplit('-').next().unwrap().to_string();
+    let roles: Api<ClusterRole> = Api::all(ctx.client.clone());
+    let role = |name: &str| ClusterRole {
+        metadata: ObjectMeta {
+            name: Some(name.into()),
+            ..Default::default()
+        },
+        ..Default::default()
+    };
+    // Registered explicitly (its name does not contain the namespace).
+    let registered = format!("harness-registered-{suffix}");
+    ctx.delete_on_drop::<ClusterRole>(registered.clone());
+    // Named after the namespace (as the controller tests name their per-namespace RBAC).
+    let named = format!("harness-{ns}");
+    // Neither: it must survive; a second context owns it so it is removed too.
+    let keeper = TestContext::new("harness-keeper").await.unwrap();
+    let kept = format!("harness-kept-{suffix}");
+    keeper.delete_on_drop::<ClusterRole>(kept.clone());
+    for name in [&registered, &named, &kept] {
+        roles
+            .create(&PostParams::default(), &role(name))
+            .await
+            .unwrap();
+    }
+    let binding: ClusterRoleBinding = serde_json::from_value(json!({
+        "metadata": {"name": format!("harness-{ns}")},
+        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": named},
+        "subjects": [{"kind": "ServiceAccount", "name": "default", "namespace": ns}],
+    }))
+    .unwrap();
+    let bindings: Api<ClusterRoleBinding> = Api::all(ctx.client.clone());
+    bindings
+        .create(&PostParams::default(), &binding)
+        .await
+        .unwrap();
+
+    drop(ctx);
+    // Deleted when the context was dropped: the drop blocks until the deletes were sent.
+    for name in [&registered, &named] {
+        assert!(
+            roles.get_opt(name).await.unwrap().is_none(),
+            "{name} left behind"
+        );
+    }
+    assert!(
+        bindings
+            .get_opt(&format!("harness-{ns}"))
+            .await
+            .unwrap()
+            .is_none()
+    );
+    let namespace = Api::<Namespace>::all(keeper.client.clone())
+        .get_opt(&ns)
+        .await
+        .unwrap();
+    assert!(
+        namespace.is_none_or(|n| n.metadata.deletion_timestamp.is_some()),
+        "namespace {ns} not being deleted"
+    );
+    assert!(
+        roles.get_opt(&kept).await.unwrap().is_some(),
+        "{kept} deleted too"
+    );
+    drop(keeper);
+    assert!(roles.get_opt(&kept).await.unwrap().is_none());
 }
 
 #[tokio::test]
