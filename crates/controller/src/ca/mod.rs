@@ -106,30 +106,34 @@ pub(crate) async fn run(
     loop {
         let now = OffsetDateTime::now_utc();
         let span = crate::plumbing::reconcile_span(CONTROLLER, &object);
+        let known = tx.borrow().clone();
         let pass = {
             let _measure = ReconcileMeasurer::start(&metrics, CONTROLLER);
-            reconcile(&client, &cfg, &events, &metrics, now)
+            reconcile(&client, &cfg, &events, &metrics, known.as_deref(), now)
                 .instrument(span.clone())
                 .await
         };
-        let next = match pass {
-            Ok((ca, next_check)) => {
-                failures = 0;
-                metrics.set_ca_expiry(ca.not_after().unix_timestamp());
-                let changed = tx.borrow().as_ref().is_none_or(|cur| !same_ca(cur, &ca));
-                if changed {
-                    span.in_scope(
-                        || info!(ca = %ca.subject_cn(), not_after = %ca.not_after(), "CA loaded"),
-                    );
-                    tx.send_replace(Some(ca));
-                }
-                next_check
+        // The CA reaches the controllers as soon as it is usable, whatever else failed.
+        if let Some(ca) = &pass.ca {
+            metrics.set_ca_expiry(ca.not_after().unix_timestamp());
+            if known.as_deref().is_none_or(|cur| !same_ca(cur, ca)) {
+                span.in_scope(
+                    || info!(ca = %ca.subject_cn(), not_after = %ca.not_after(), "CA loaded"),
+                );
+                tx.send_replace(Some(ca.clone()));
             }
-            Err(err) => {
+        }
+        let next = match &pass.problem {
+            None => {
+                failures = 0;
+                pass.next_check
+            }
+            Some(err) => {
                 failures = failures.saturating_add(1);
                 metrics.reconcile_error(CONTROLLER, err.category());
                 span.in_scope(|| error!(error = %err, category = err.category(), "CA pass failed"));
-                Duration::from_secs(5 * u64::from(failures.min(60)))
+                pass.next_check
+                    .min(Duration::from_secs(5 * u64::from(failures.min(60))))
             }
         };
         tokio::select! {
@@ -192,26 +196,54 @@ fn view_of(secret: &Secret) -> CaSecretView<'_> {
     }
 }
 
-/// One pass: observe the CA Secret, decide, execute the step, then publish the bundle. Returns
-/// the CA in force and when to look again.
+/// What one pass produced: the CA in force (if any), when to look again, and the problem that
+/// remains (if any). A failing rotation or bundle copy never withholds a usable CA.
+struct Pass {
+    ca: Option<Arc<SigningCa>>,
+    next_check: Duration,
+    problem: Option<CaError>,
+}
+
+impl Pass {
+    fn failed(problem: CaError) -> Self {
+        Pass {
+            ca: None,
+            next_check: CHECK_AFTER_FAILURE,
+            problem: Some(problem),
+        }
+    }
+}
+
+/// Longest wait before the next pass after a failure (the back-off is shorter at first).
+const CHECK_AFTER_FAILURE: Duration = Duration::from_secs(300);
+
+/// One pass: observe the CA Secret, decide, execute the step, then publish the bundle.
 async fn reconcile(
     client: &Client,
     cfg: &Config,
     events: &EventSink,
     metrics: &Metrics,
+    known: Option<&SigningCa>,
     now: OffsetDateTime,
-) -> Result<(Arc<SigningCa>, Duration), CaError> {
+) -> Pass {
     let secrets: Api<Secret> = Api::namespaced(client.clone(), &cfg.namespace);
-    let live = secrets.get_opt(&cfg.ca_secret).await?;
+    let live = match secrets.get_opt(&cfg.ca_secret).await {
+        Ok(live) => live,
+        Err(err) => return Pass::failed(err.into()),
+    };
     let step = decide::decide(live.as_ref().map(view_of).as_ref(), &cfg.ca, now);
     // decide() returns Refill, Corrupt and Rotate only for a Secret that exists.
-    let ca = match (step, live.as_ref()) {
+    let mut decided_next = None;
+    let (ca, mut problem) = match (step, live.as_ref()) {
         (CaStep::UpToDate { ca, next_check }, _) => {
-            publish_bundle(client, cfg, &ca).await?;
-            return Ok((Arc::new(*ca), next_check));
+            if known.is_none_or(|k| !same_ca(k, &ca)) {
+                check_rotatable(cfg, events, &ca, now).await;
+            }
+            decided_next = Some(next_check);
+            (Some(*ca), None)
         }
         (CaStep::Corrupt(err), Some(live)) => {
-            return Err(report_corrupt(cfg, events, live, err).await);
+            (None, Some(report_corrupt(cfg, events, live, err).await))
         }
         (CaStep::Rotate { current, reason }, Some(live)) => {
             let rotation = Rotation {
@@ -219,16 +251,85 @@ async fn reconcile(
                 reason: &reason,
                 now,
             };
-            rotate(&secrets, cfg, events, metrics, live, rotation).await?
+            match rotate(&secrets, cfg, events, metrics, live, rotation).await {
+                Ok(rotated) => (Some(rotated), None),
+                Err(err) => {
+                    warn_ca(cfg, events, "ServiceCARotationFailed", "Rotate", format!(
+                        "could not rotate the service CA ({}): {err}; issuing continues with the current CA until it expires, retrying with back-off",
+                        reason.describe(&cfg.ca)
+                    ))
+                    .await;
+                    // Still usable unless it expired (or the rotation was to drop it).
+                    let usable = !current.is_expired(now) && !reason.without_bridge();
+                    (usable.then_some(*current), Some(err))
+                }
+            }
         }
-        (CaStep::Refill, live) => create(&secrets, cfg, events, live, now).await?,
+        (CaStep::Refill, live) => split(create(&secrets, cfg, events, live, now).await),
         (CaStep::Create | CaStep::Corrupt(_) | CaStep::Rotate { .. }, _) => {
-            create(&secrets, cfg, events, None, now).await?
+            split(create(&secrets, cfg, events, None, now).await)
         }
     };
-    let next_check = decide::next_check(&ca, &cfg.ca, now);
-    publish_bundle(client, cfg, &ca).await?;
-    Ok((Arc::new(ca), next_check))
+    let Some(ca) = ca else {
+        return Pass {
+            ca: None,
+            next_check: CHECK_AFTER_FAILURE,
+            problem,
+        };
+    };
+    if let Err(err) = publish_bundle(client, cfg, &ca).await {
+        warn_ca(
+            cfg,
+            events,
+            "BundlePublishFailed",
+            "Publish",
+            format!("could not publish the CA bundle: {err}; issuing and injection continue, retrying with back-off"),
+        )
+        .await;
+        problem = problem.or(Some(err));
+    }
+    Pass {
+        next_check: decided_next.unwrap_or_else(|| decide::next_check(&ca, &cfg.ca, now)),
+        ca: Some(Arc::new(ca)),
+        problem,
+    }
+}
+
+fn split(result: Result<SigningCa, CaError>) -> (Option<SigningCa>, Option<CaError>) {
+    match result {
+        Ok(ca) => (Some(ca), None),
+        Err(err) => (None, Some(err)),
+    }
+}
+
+/// Adoption dry run: a CA that cannot be rotated (e.g. a key type or profile the PKI cannot
+/// cross-sign with) is reported when it is loaded, not months later when rotation is due.
+async fn check_rotatable(cfg: &Config, events: &EventSink, ca: &SigningCa, now: OffsetDateTime) {
+    if let Err(err) = ca.rotate(&cfg.ca, now) {
+        error!(error = %err, "the adopted CA cannot be rotated");
+        warn_ca(
+            cfg,
+            events,
+            "ServiceCANotRotatable",
+            "Load",
+            format!("the service CA in use cannot be rotated: {err}; replace it (delete {}) before it is due", cfg.ca_secret),
+        )
+        .await;
+    }
+}
+
+/// A Warning Event on the CA Secret.
+async fn warn_ca(cfg: &Config, events: &EventSink, reason: &str, action: &str, note: String) {
+    let secret = k8s_openapi::api::core::v1::ObjectReference {
+        api_version: Some("v1".into()),
+        kind: Some("Secret".into()),
+        namespace: Some(cfg.namespace.clone()),
+        name: Some(cfg.ca_secret.clone()),
+        ..Default::default()
+    };
+    events
+        .publish(&secret, EventType::Warning, reason, action, note)
+        .await;
 }
 
 /// Creates a CA and writes it: a new Secret, or the data of an existing one whose `tls.crt` is

@@ -46,19 +46,29 @@ pub(crate) enum Outcome {
     /// The object holds an outdated bundle and cannot be updated in place (an immutable
     /// ConfigMap): reported as a Warning Event and counted, since its consumers keep the old CA.
     Blocked(String),
-    /// A JSON merge patch (with a resourceVersion precondition) that injects the bundle.
+    /// A patch that injects the bundle.
     Patch {
-        /// The merge patch.
-        body: serde_json::Value,
+        /// A JSON merge patch (with a resourceVersion precondition), or a JSON patch that
+        /// touches only the `caBundle` fields (webhook configurations).
+        body: PatchBody,
         /// ConfigMap data keys the patch deletes (docs/behavior.md §10.3), for the Event.
         removed_data_keys: Vec<String>,
     },
 }
 
+/// The two patch types the injectors send.
+#[derive(Debug, PartialEq)]
+pub(crate) enum PatchBody {
+    /// `application/merge-patch+json`.
+    Merge(serde_json::Value),
+    /// `application/json-patch+json`: a list of operations.
+    Json(serde_json::Value),
+}
+
 impl Outcome {
     fn patch(body: serde_json::Value) -> Self {
         Outcome::Patch {
-            body,
+            body: PatchBody::Merge(body),
             removed_data_keys: vec![],
         }
     }
@@ -98,12 +108,16 @@ pub(crate) enum InjectError {
     /// A Kubernetes API call failed.
     #[error("kubernetes API: {}", plumbing::api_message(.0))]
     Kube(#[from] kube::Error),
+    /// A JSON patch this controller built is malformed (a bug).
+    #[error("building the JSON patch: {0}")]
+    JsonPatch(#[from] serde_json::Error),
 }
 
 impl ReconcileError for InjectError {
     fn category(&self) -> &'static str {
         match self {
             InjectError::Kube(e) => plumbing::kube_category(e),
+            InjectError::JsonPatch(_) => "internal",
         }
     }
 
@@ -358,7 +372,13 @@ async fn inject<K: Target>(
                 field_manager: Some(names::FIELD_MANAGER.into()),
                 ..Default::default()
             };
-            api.patch(&name, &pp, &Patch::Merge(body)).await?;
+            let patch = match body {
+                PatchBody::Merge(body) => Patch::Merge(body),
+                PatchBody::Json(ops) => {
+                    Patch::Json(serde_json::from_value::<json_patch::Patch>(ops)?)
+                }
+            };
+            api.patch(&name, &pp, &patch).await?;
             ctx.metrics.wrote(flavor.name);
             info!(kind = flavor.name, object = %describe(live.meta()), "CA bundle injected");
             if !removed_data_keys.is_empty() {

@@ -79,7 +79,7 @@ impl Target for ConfigMap {
             });
         }
         Outcome::Patch {
-            body: json!({"metadata": metadata, "data": patch_data}),
+            body: super::PatchBody::Merge(json!({"metadata": metadata, "data": patch_data})),
             removed_data_keys: removed,
         }
     }
@@ -147,33 +147,36 @@ impl Target for CustomResourceDefinition {
     }
 }
 
-/// Webhook configurations: a merge patch replaces the whole `webhooks` list, so it is sent
-/// complete, with only `caBundle` changed, under the resourceVersion it was read at.
-fn webhooks_injection<W: serde::Serialize>(
-    rv: Option<String>,
+/// Webhook configurations: a JSON patch that sets `clientConfig.caBundle` of each webhook that
+/// lacks the bundle, each guarded by a `test` of that webhook's name, and touches nothing else,
+/// so fields this Kubernetes version does not know survive on a newer API server.
+fn webhooks_injection<W>(
     webhooks: Option<&Vec<W>>,
     bundle: &str,
+    name_of: impl Fn(&W) -> &str,
     ca_bundle_of: impl Fn(&W) -> Option<&ByteString>,
 ) -> Outcome {
     let Some(webhooks) = webhooks.filter(|w| !w.is_empty()) else {
         return Outcome::Skip("the configuration has no webhooks".into());
     };
-    if webhooks.iter().all(|w| holds(ca_bundle_of(w), bundle)) {
+    let ops: Vec<Value> = webhooks
+        .iter()
+        .enumerate()
+        .filter(|(_, w)| !holds(ca_bundle_of(w), bundle))
+        .flat_map(|(i, w)| {
+            [
+                json!({"op": "test", "path": format!("/webhooks/{i}/name"), "value": name_of(w)}),
+                json!({"op": "add", "path": format!("/webhooks/{i}/clientConfig/caBundle"), "value": b64(bundle)}),
+            ]
+        })
+        .collect();
+    if ops.is_empty() {
         return Outcome::UpToDate;
     }
-    let mut list = match serde_json::to_value(webhooks) {
-        Ok(Value::Array(list)) => list,
-        _ => return Outcome::Skip("webhooks could not be serialized".into()),
-    };
-    for webhook in &mut list {
-        if let Some(cc) = webhook
-            .get_mut("clientConfig")
-            .and_then(Value::as_object_mut)
-        {
-            cc.insert("caBundle".into(), b64(bundle));
-        }
+    Outcome::Patch {
+        body: super::PatchBody::Json(Value::Array(ops)),
+        removed_data_keys: vec![],
     }
-    Outcome::patch(json!({"metadata": {"resourceVersion": rv}, "webhooks": list}))
 }
 
 /// The two webhook configuration kinds differ only in their webhook type.
@@ -193,9 +196,9 @@ macro_rules! webhook_configuration_target {
 
             fn injection(&self, bundle: &str) -> Outcome {
                 webhooks_injection(
-                    self.resource_version(),
                     self.webhooks.as_ref(),
                     bundle,
+                    |w| w.name.as_str(),
                     |w| w.client_config.ca_bundle.as_ref(),
                 )
             }
@@ -219,16 +222,27 @@ mod tests {
         serde_json::from_value(v).unwrap()
     }
 
+    /// The body of a merge patch (panics on a JSON patch).
+    fn merge(outcome: Outcome) -> Value {
+        match outcome {
+            Outcome::Patch {
+                body: super::super::PatchBody::Merge(body),
+                ..
+            } => body,
+            other => panic!("expected a merge patch, got {other:?}"),
+        }
+    }
+
     #[test]
     fn configmap_data_is_replaced_and_binary_data_kept() {
         let cm = from(json!({"metadata": {"name": "c", "resourceVersion": "7"},
             "data": {"a": "1", names::SERVICE_CA_CRT: "old"}, "binaryData": {"b": "AA=="}}));
         let Outcome::Patch {
-            body,
+            body: super::super::PatchBody::Merge(body),
             removed_data_keys,
         } = cm.injection(BUNDLE)
         else {
-            panic!("expected a patch")
+            panic!("expected a merge patch")
         };
         assert_eq!(removed_data_keys, ["a"]);
         assert_eq!(
@@ -256,9 +270,7 @@ mod tests {
         let owned = from(
             json!({"metadata": {"name": "c", "annotations": {names::OWNING_COMPONENT: "me"}}}),
         );
-        let Outcome::Patch { body, .. } = owned.injection(BUNDLE) else {
-            panic!()
-        };
+        let body = merge(owned.injection(BUNDLE));
         assert!(body["metadata"].get("annotations").is_none());
     }
 
@@ -277,9 +289,7 @@ mod tests {
         let webhook = crd(
             json!({"strategy": "Webhook", "webhook": {"conversionReviewVersions": ["v1"], "clientConfig": {"url": "https://x"}}}),
         );
-        let Outcome::Patch { body, .. } = webhook.injection(BUNDLE) else {
-            panic!()
-        };
+        let body = merge(webhook.injection(BUNDLE));
         assert_eq!(
             body["spec"]["conversion"]["webhook"]["clientConfig"]["caBundle"],
             b64(BUNDLE)
@@ -299,21 +309,22 @@ mod tests {
             "metadata": {"name": "v", "resourceVersion": "3"},
             "webhooks": [hook(Some(BUNDLE)), hook(None)]}))
         .unwrap();
-        let Outcome::Patch { body, .. } = cfg.injection(BUNDLE) else {
-            panic!()
+        // Only the second webhook lacks the bundle: one guarded operation for it, nothing else.
+        let Outcome::Patch {
+            body: super::super::PatchBody::Json(ops),
+            ..
+        } = cfg.injection(BUNDLE)
+        else {
+            panic!("expected a JSON patch")
         };
-        let hooks = body["webhooks"].as_array().unwrap();
-        assert_eq!(hooks.len(), 2);
-        assert!(
-            hooks
-                .iter()
-                .all(|h| h["clientConfig"]["caBundle"] == b64(BUNDLE))
+        assert_eq!(
+            ops,
+            json!([
+                {"op": "test", "path": "/webhooks/1/name", "value": "a.b"},
+                {"op": "add", "path": "/webhooks/1/clientConfig/caBundle", "value": b64(BUNDLE)},
+            ])
         );
-        assert!(
-            hooks
-                .iter()
-                .all(|h| h["clientConfig"]["url"] == "https://x")
-        );
+        serde_json::from_value::<json_patch::Patch>(ops).unwrap();
         let done: MutatingWebhookConfiguration = serde_json::from_value(json!({
             "metadata": {"name": "m"}, "webhooks": [hook(Some(BUNDLE))]}))
         .unwrap();
