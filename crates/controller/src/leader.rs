@@ -45,8 +45,10 @@ pub(crate) enum LeaseStep {
     Follow,
 }
 
-/// Decides from the Lease as read, who we are and the time (pure).
-pub(crate) fn lease_step(spec: Option<&LeaseSpec>, me: &str, now: Timestamp) -> LeaseStep {
+/// Decides from the Lease as read, who we are, and for how long this exact record has been
+/// observed unchanged by this replica (pure). As in client-go, a holder's lease is judged expired
+/// by local observation time, never by comparing its remote timestamps with our clock.
+pub(crate) fn lease_step(spec: Option<&LeaseSpec>, me: &str, unchanged_for: Duration) -> LeaseStep {
     let Some(spec) = spec else {
         return LeaseStep::Acquire;
     };
@@ -57,15 +59,37 @@ pub(crate) fn lease_step(spec: Option<&LeaseSpec>, me: &str, now: Timestamp) -> 
     if holder.is_empty() {
         return LeaseStep::Acquire;
     }
-    let duration = i64::from(spec.lease_duration_seconds.unwrap_or(15));
-    let renewed = spec
-        .renew_time
-        .as_ref()
-        .or(spec.acquire_time.as_ref())
-        .map(|t| t.0);
-    match renewed {
-        Some(at) if at.as_second() + duration > now.as_second() => LeaseStep::Follow,
-        _ => LeaseStep::Acquire,
+    let seconds = u64::try_from(spec.lease_duration_seconds.unwrap_or(15)).unwrap_or(15);
+    if unchanged_for < Duration::from_secs(seconds) {
+        LeaseStep::Follow
+    } else {
+        LeaseStep::Acquire
+    }
+}
+
+/// The Lease record as last observed, and since when (local monotonic time).
+#[derive(Default)]
+struct Observation {
+    record: Option<(Option<String>, Option<String>)>,
+    since: Option<tokio::time::Instant>,
+}
+
+impl Observation {
+    /// Records what was read; returns how long it has been unchanged.
+    fn observe(&mut self, lease: Option<&Lease>) -> Duration {
+        let record = lease.map(|l| {
+            let spec = l.spec.as_ref();
+            (
+                spec.and_then(|s| s.holder_identity.clone()),
+                l.resource_version(),
+            )
+        });
+        let now = tokio::time::Instant::now();
+        if self.record != record || self.since.is_none() {
+            self.record = record;
+            self.since = Some(now);
+        }
+        self.since.map_or(Duration::ZERO, |since| now - since)
     }
 }
 
@@ -101,11 +125,13 @@ async fn round(
     name: &str,
     me: &str,
     timing: &LeaseTiming,
+    observation: &mut Observation,
 ) -> Result<bool, kube::Error> {
     let now = Timestamp::now();
     let current = api.get_opt(name).await?;
+    let unchanged_for = observation.observe(current.as_ref());
     let spec = current.as_ref().and_then(|l| l.spec.as_ref());
-    match lease_step(spec, me, now) {
+    match lease_step(spec, me, unchanged_for) {
         LeaseStep::Follow => Ok(false),
         step => {
             let lease = Lease {
@@ -169,6 +195,10 @@ impl Elector {
         root: CancellationToken,
     ) {
         let mut last_renewed = tokio::time::Instant::now();
+        let mut observation = Observation::default();
+        // The leader gives up once it could not renew for two thirds of the lease, so it stops
+        // before any other replica can judge the lease expired (client-go's renew deadline).
+        let renew_deadline = self.timing.duration * 2 / 3;
         let end_term = |why: &str| {
             if let Some(term) = terms.send_replace(None) {
                 warn!(lease = %self.name, "{why}");
@@ -176,7 +206,21 @@ impl Elector {
             }
         };
         loop {
-            match round(&self.api, &self.name, &self.identity, &self.timing).await {
+            let attempt = round(
+                &self.api,
+                &self.name,
+                &self.identity,
+                &self.timing,
+                &mut observation,
+            );
+            // Each round is bounded: a hung request must not keep a leader past its deadline.
+            let outcome = match tokio::time::timeout(renew_deadline, attempt).await {
+                Ok(outcome) => outcome,
+                Err(_) => Err(kube::Error::Service(
+                    format!("leader election round took longer than {renew_deadline:?}").into(),
+                )),
+            };
+            match outcome {
                 Ok(true) => {
                     last_renewed = tokio::time::Instant::now();
                     if terms.borrow().is_none() {
@@ -193,8 +237,8 @@ impl Elector {
                     } else {
                         warn!(error = %crate::plumbing::api_message(&err), lease = %self.name, "leader election round failed");
                     }
-                    if last_renewed.elapsed() > self.timing.duration {
-                        end_term("could not renew within the lease duration; stepping down");
+                    if last_renewed.elapsed() > renew_deadline {
+                        end_term("could not renew within the renew deadline; stepping down");
                     }
                 }
             }
@@ -235,45 +279,78 @@ impl Elector {
 mod tests {
     use super::*;
 
-    fn spec(holder: &str, renewed_secs_ago: i64, duration: i32) -> LeaseSpec {
-        let now = Timestamp::now();
+    fn spec(holder: &str, duration: i32) -> LeaseSpec {
         LeaseSpec {
             holder_identity: Some(holder.into()),
             lease_duration_seconds: Some(duration),
-            renew_time: Some(MicroTime(
-                Timestamp::from_second(now.as_second() - renewed_secs_ago).unwrap(),
-            )),
+            renew_time: Some(MicroTime(Timestamp::now())),
             ..Default::default()
         }
     }
 
     #[test]
     fn steps() {
-        let now = Timestamp::now();
-        assert_eq!(lease_step(None, "a", now), LeaseStep::Acquire);
+        let secs = Duration::from_secs;
+        assert_eq!(lease_step(None, "a", secs(0)), LeaseStep::Acquire);
         assert_eq!(
-            lease_step(Some(&spec("a", 1, 15)), "a", now),
+            lease_step(Some(&spec("a", 15)), "a", secs(100)),
             LeaseStep::Renew
         );
         assert_eq!(
-            lease_step(Some(&spec("b", 1, 15)), "a", now),
+            lease_step(Some(&spec("b", 15)), "a", secs(1)),
             LeaseStep::Follow
         );
         assert_eq!(
-            lease_step(Some(&spec("b", 16, 15)), "a", now),
+            lease_step(Some(&spec("b", 15)), "a", secs(14)),
+            LeaseStep::Follow
+        );
+        assert_eq!(
+            lease_step(Some(&spec("b", 15)), "a", secs(15)),
             LeaseStep::Acquire
         );
         assert_eq!(
-            lease_step(Some(&spec("", 1, 15)), "a", now),
+            lease_step(Some(&spec("", 15)), "a", secs(0)),
             LeaseStep::Acquire
         );
+    }
+
+    #[test]
+    fn remote_timestamps_do_not_count() {
+        // A holder whose clock is far behind ours: its renewTime looks ancient, but the record
+        // was just observed to change, so it is followed.
+        let mut skewed = spec("b", 15);
+        skewed.renew_time = Some(MicroTime(Timestamp::from_second(0).unwrap()));
+        assert_eq!(
+            lease_step(Some(&skewed), "a", Duration::ZERO),
+            LeaseStep::Follow
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn observation_restarts_when_the_record_changes() {
+        let lease = |holder: &str, rv: &str| Lease {
+            metadata: ObjectMeta {
+                resource_version: Some(rv.into()),
+                ..Default::default()
+            },
+            spec: Some(spec(holder, 15)),
+        };
+        let mut seen = Observation::default();
+        assert_eq!(seen.observe(Some(&lease("b", "1"))), Duration::ZERO);
+        tokio::time::advance(Duration::from_secs(10)).await;
+        assert_eq!(
+            seen.observe(Some(&lease("b", "1"))),
+            Duration::from_secs(10)
+        );
+        // Renewed (new resourceVersion): observed afresh.
+        assert_eq!(seen.observe(Some(&lease("b", "2"))), Duration::ZERO);
     }
 
     #[test]
     fn transitions_count_only_changes_of_holder() {
         let now = Timestamp::now();
         let timing = LeaseTiming::default();
-        let mut held = spec("a", 1, 15);
+        let mut held = spec("a", 15);
         held.lease_transitions = Some(3);
         assert_eq!(
             desired_spec(Some(&held), "a", now, &timing).lease_transitions,
