@@ -200,7 +200,7 @@ async fn a_ca_made_by_openssl_is_adopted_and_used() {
 async fn a_corrupt_ca_is_reported_never_replaced() {
     let ctx = TestContext::new("ca-corrupt").await.unwrap();
     let secrets: Api<Secret> = ctx.api();
-    secrets
+    let corrupt = secrets
         .create(&pp(), &ca_secret_with(b"not a certificate", b"not a key"))
         .await
         .unwrap();
@@ -217,13 +217,21 @@ async fn a_corrupt_ca_is_reported_never_replaced() {
             .then_some(())
     })
     .await;
-    assert!(running.ca.borrow().is_none());
-    // Not ready: readiness needs a usable CA.
-    assert!(
-        tokio::time::timeout(Duration::from_secs(2), running.wait_ready())
-            .await
-            .is_err()
+    // For a window: no CA loaded, the corrupt Secret never written, and not ready (readiness
+    // needs a usable CA).
+    let (_, ready) = tokio::join!(
+        common::holds_for(
+            Duration::from_secs(3),
+            "corrupt CA Secret left as it is, no CA loaded",
+            || async {
+                let live = secrets.get("signing-key").await.unwrap();
+                running.ca.borrow().is_none()
+                    && live.resource_version() == corrupt.resource_version()
+            },
+        ),
+        tokio::time::timeout(Duration::from_secs(3), running.wait_ready()),
     );
+    assert!(ready.is_err(), "ready without a usable CA");
     let live = secrets.get("signing-key").await.unwrap();
     assert_eq!(data(&live, "tls.crt").unwrap(), b"not a certificate");
     assert!(running.metrics.encode().contains("category=\"ca_corrupt\""));
@@ -365,8 +373,19 @@ async fn forced_rotation_rotates_once_per_request() {
         "{}",
         running.metrics.encode()
     );
-    // Same request again: nothing more happens.
-    tokio::time::sleep(Duration::from_secs(3)).await;
+    // Same request again: nothing more happens (observed for a window: the CA Secret is not
+    // written again and no second rotation is counted).
+    let rotations =
+        || common::metric_value(&running.metrics.encode(), "service_ca_rotations_total");
+    common::holds_for(
+        Duration::from_secs(3),
+        "no second rotation for the same request",
+        || async {
+            let live = secrets.get("signing-key").await.unwrap();
+            live.resource_version() == rotated.resource_version() && rotations() == Some(1.0)
+        },
+    )
+    .await;
     let still = secrets.get("signing-key").await.unwrap();
     assert_eq!(data(&still, names::TLS_CRT), data(&rotated, names::TLS_CRT));
     // A new reason rotates again.
@@ -423,6 +442,7 @@ async fn two_replicas_one_leader_failover_and_admin_endpoints() {
             lease_name: "service-ca-controller-lock".into(),
             lease_timing: timing.clone(),
             admin_addr: Some(([127, 0, 0, 1], port).into()),
+            metrics: None,
         };
         let task = tokio::spawn(service_ca_controller::run(
             client.clone(),
@@ -458,8 +478,15 @@ async fn two_replicas_one_leader_failover_and_admin_endpoints() {
         .await;
         assert_eq!(http_get(port, "/healthz").await.map(|r| r.0), Some(200));
     }
-    let (status, body) = http_get(replicas[leader_idx].1, "/metrics").await.unwrap();
-    assert_eq!(status, 200);
+    // /metrics is HTTPS behind TokenReview/SubjectAccessReview (tests/metrics_auth.rs): read the
+    // replicas' metrics in-process here; the probe port no longer serves them.
+    assert_eq!(
+        http_get(replicas[leader_idx].1, "/metrics")
+            .await
+            .map(|r| r.0),
+        Some(404)
+    );
+    let body = replicas[leader_idx].2.encode();
     assert!(body.contains("service_ca_leader 1"), "{body}");
     let expiry = body
         .lines()
@@ -468,17 +495,15 @@ async fn two_replicas_one_leader_failover_and_admin_endpoints() {
         .and_then(|v| v.parse::<i64>().ok())
         .unwrap_or(0);
     assert!(expiry > 0, "{body}");
-    let (_, follower_body) = http_get(replicas[follower_idx].1, "/metrics")
-        .await
-        .unwrap();
+    let follower_body = replicas[follower_idx].2.encode();
     assert!(
         follower_body.contains("service_ca_leader 0"),
         "{follower_body}"
     );
     // The follower reports the same CA expiry as the leader (no "expires soon" alert from it).
-    let follower_port = replicas[follower_idx].1;
+    let follower_metrics = replicas[follower_idx].2.clone();
     eventually(WAIT, "follower reports the CA expiry", || async {
-        let (_, body) = http_get(follower_port, "/metrics").await?;
+        let body = follower_metrics.encode();
         (common::metric_value(&body, "service_ca_expiry_time_seconds") == Some(expiry as f64))
             .then_some(())
     })
@@ -557,6 +582,7 @@ async fn a_deposed_leader_stops_writing() {
         lease_name: "service-ca-controller-lock".into(),
         lease_timing: timing,
         admin_addr: None,
+        metrics: None,
     };
     let shutdown = tokio_util::sync::CancellationToken::new();
     let task = tokio::spawn(service_ca_controller::run(

@@ -107,6 +107,16 @@ async fn cluster_scoped_kinds_get_the_bundle() {
     let suffix = ns.rsplit('-').next().unwrap().to_string();
     let client = ctx.client.clone();
     let pp = PostParams::default();
+    // Cluster-scoped: not removed with the test namespace. Deleted when `ctx` is dropped, at the
+    // end of the test or when it panics (an unavailable aggregated API left behind would slow
+    // discovery for everyone).
+    ctx.delete_on_drop::<APIService>(format!("v1.{suffix}.service-ca.test"));
+    for plural in ["convs", "plains", "laters"] {
+        ctx.delete_on_drop::<CustomResourceDefinition>(format!("{plural}{suffix}.service-ca.test"));
+    }
+    ctx.delete_on_drop::<MutatingWebhookConfiguration>(format!("mut-{suffix}"));
+    ctx.delete_on_drop::<ValidatingWebhookConfiguration>(format!("val-{suffix}"));
+    ctx.delete_on_drop::<ValidatingWebhookConfiguration>(format!("val-alpha-{suffix}"));
 
     // APIService annotated with the alpha key (accepted for this kind).
     let apiservice: APIService = serde_json::from_value(json!({
@@ -246,29 +256,40 @@ async fn cluster_scoped_kinds_get_the_bundle() {
     .await;
 
     // CRD without webhook conversion, and the alpha-only webhook configuration: left alone, and
-    // no error loop.
-    let plain = crds
-        .get(&format!("plains{suffix}.service-ca.test"))
-        .await
-        .unwrap();
+    // no error loop (observed for a window).
+    let plain_name = format!("plains{suffix}.service-ca.test");
+    let alpha_name = format!("val-alpha-{suffix}");
+    let plain_before = crds.get(&plain_name).await.unwrap();
+    let alpha_api = Api::<ValidatingWebhookConfiguration>::all(client.clone());
+    let alpha_before = alpha_api.get(&alpha_name).await.unwrap();
     assert!(
-        plain
+        plain_before
             .spec
             .conversion
             .as_ref()
             .is_none_or(|c| c.webhook.is_none())
     );
-    let alpha = Api::<ValidatingWebhookConfiguration>::all(client.clone())
-        .get(&format!("val-alpha-{suffix}"))
-        .await
-        .unwrap();
-    assert!(alpha.webhooks.unwrap()[0].client_config.ca_bundle.is_none());
-    let metrics = running.metrics.encode();
     assert!(
-        !metrics
-            .contains("service_ca_reconcile_errors_total{controller=\"customresourcedefinition\""),
-        "{metrics}"
+        alpha_before.webhooks.as_ref().unwrap()[0]
+            .client_config
+            .ca_bundle
+            .is_none()
     );
+    common::holds_for(
+        Duration::from_secs(3),
+        "plain CRD and alpha-only configuration left alone, no error loop",
+        || async {
+            let plain = crds.get(&plain_name).await.unwrap();
+            let alpha = alpha_api.get(&alpha_name).await.unwrap();
+            let metrics = running.metrics.encode();
+            plain.resource_version() == plain_before.resource_version()
+                && alpha.resource_version() == alpha_before.resource_version()
+                && !metrics.contains(
+                    "service_ca_reconcile_errors_total{controller=\"customresourcedefinition\"",
+                )
+        },
+    )
+    .await;
 
     // CA changes: everything follows.
     Api::<Secret>::namespaced(client.clone(), &ns)
@@ -280,21 +301,21 @@ async fn cluster_scoped_kinds_get_the_bundle() {
         all_injected(&client, &suffix, new_bundle.as_bytes())
     })
     .await;
-    let kept = validating_api.get(&released).await.unwrap();
-    assert!(
-        kept.webhooks
-            .unwrap()
-            .iter()
-            .all(|w| bytes(w.client_config.ca_bundle.as_ref()) == Some(&b"mine"[..])),
-        "a configuration whose annotation was removed must not be updated"
-    );
+    let kept_before = validating_api.get(&released).await.unwrap();
+    common::holds_for(
+        Duration::from_secs(2),
+        "a configuration whose annotation was removed must not be updated",
+        || async {
+            let kept = validating_api.get(&released).await.unwrap();
+            kept.resource_version() == kept_before.resource_version()
+                && kept
+                    .webhooks
+                    .unwrap()
+                    .iter()
+                    .all(|w| bytes(w.client_config.ca_bundle.as_ref()) == Some(&b"mine"[..]))
+        },
+    )
+    .await;
     running.stop().await;
-
-    // Leave no unavailable aggregated API behind (it would slow discovery for everyone).
-    let _ = Api::<APIService>::all(client.clone())
-        .delete(
-            &format!("v1.{suffix}.service-ca.test"),
-            &DeleteParams::default(),
-        )
-        .await;
+    // `ctx` is dropped here: the cluster-scoped objects registered above are deleted.
 }

@@ -119,19 +119,36 @@ async fn configmaps_get_the_bundle_and_keep_it() {
     .unwrap();
     wait_configmap(&cms, "later", "restored", |c| injected(c, &bundle)).await;
 
-    // Up to date: no further writes.
-    tokio::time::sleep(Duration::from_secs(1)).await;
-    let writes = running.metrics.writes_of("configmap");
+    // Up to date: no further writes. Four injections were made (with-data, alpha-upper, later,
+    // later restored); from then on the counter and every ConfigMap's resourceVersion hold for
+    // the whole window, and the one not selected stays without data.
+    let writes = eventually(common::WAIT, "the four injections counted", || async {
+        let writes = running.metrics.writes_of("configmap");
+        (writes >= 4).then_some(writes)
+    })
+    .await;
+    let versions = || async {
+        cms.list(&ListParams::default())
+            .await
+            .unwrap()
+            .items
+            .into_iter()
+            .map(|c| (c.name_any(), c.resource_version(), c.data.is_some()))
+            .collect::<Vec<_>>()
+    };
+    let before = versions().await;
     assert!(
-        writes >= 3,
-        "expected the injections to be counted, got {writes}"
+        before
+            .iter()
+            .any(|(name, _, data)| name == "not-selected" && !data),
+        "{before:?}"
     );
-    tokio::time::sleep(Duration::from_secs(2)).await;
-    assert_eq!(running.metrics.writes_of("configmap"), writes);
-
-    // Not selected: untouched.
-    let untouched = cms.get("not-selected").await.unwrap();
-    assert!(untouched.data.is_none());
+    common::holds_for(
+        Duration::from_secs(3),
+        "no writes once up to date",
+        || async { running.metrics.writes_of("configmap") == writes && versions().await == before },
+    )
+    .await;
 
     // Annotation removed: no further updates.
     cms.patch(
@@ -154,12 +171,15 @@ async fn configmaps_get_the_bundle_and_keep_it() {
         })
         .await;
     }
-    let released = cms.get("later").await.unwrap();
-    assert_eq!(
-        released.data.unwrap()[names::SERVICE_CA_CRT],
-        "mine now",
-        "a ConfigMap whose annotation was removed must not be updated"
-    );
+    common::holds_for(
+        Duration::from_secs(2),
+        "a ConfigMap whose annotation was removed must not be updated",
+        || async {
+            let released = cms.get("later").await.unwrap();
+            released.data.unwrap()[names::SERVICE_CA_CRT] == "mine now"
+        },
+    )
+    .await;
     running.stop().await;
 }
 
@@ -243,11 +263,28 @@ async fn legacy_injector_serves_only_its_configmap_and_stands_down() {
         |c| injected(c, &bundle),
     )
     .await;
-    tokio::time::sleep(Duration::from_secs(2)).await;
-    assert!(injected(
-        &cms.get(names::LEGACY_CONFIGMAP_NAME).await.unwrap(),
-        &bundle
-    ));
+    // The legacy injector made its one write; nothing writes the ConfigMap again.
+    eventually(common::WAIT, "the preferred injection counted", || async {
+        (running.metrics.writes_of("configmap") >= 1).then_some(())
+    })
+    .await;
+    let legacy_writes = running.metrics.writes_of("configmap-legacy");
+    let writes = running.metrics.writes_of("configmap");
+    assert_eq!(legacy_writes, 1);
+    let settled = cms.get(names::LEGACY_CONFIGMAP_NAME).await.unwrap();
+    common::holds_for(
+        Duration::from_secs(3),
+        "the legacy injector stands down and leaves other names alone",
+        || async {
+            let live = cms.get(names::LEGACY_CONFIGMAP_NAME).await.unwrap();
+            injected(&live, &bundle)
+                && live.resource_version() == settled.resource_version()
+                && running.metrics.writes_of("configmap-legacy") == legacy_writes
+                && running.metrics.writes_of("configmap") == writes
+                && cms.get("other-name").await.unwrap().data.is_none()
+        },
+    )
+    .await;
     running.stop().await;
     let _ = std::fs::remove_file(&file);
 }

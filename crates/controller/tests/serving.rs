@@ -183,19 +183,37 @@ async fn valid_secret_causes_no_writes_even_after_restart() {
         })
         .await;
     }
-    let before: Vec<String> = secrets
-        .list(&ListParams::default().labels("app.kubernetes.io/managed-by=service-ca"))
-        .await
-        .unwrap()
-        .items
-        .iter()
-        .map(|s| s.resource_version().unwrap())
-        .collect();
+    let versions = || async {
+        let secrets = secrets
+            .list(&ListParams::default().labels("app.kubernetes.io/managed-by=service-ca"))
+            .await
+            .unwrap()
+            .items;
+        let services = services.list(&ListParams::default()).await.unwrap().items;
+        secrets
+            .iter()
+            .map(|s| (format!("Secret {}", s.name_any()), s.resource_version()))
+            .chain(
+                services
+                    .iter()
+                    .map(|s| (format!("Service {}", s.name_any()), s.resource_version())),
+            )
+            .collect::<std::collections::BTreeMap<_, _>>()
+    };
+    let before = versions().await;
+    assert_eq!(before.len(), 6, "{before:?}");
     running.stop().await;
 
-    // A fresh controller looks at every Service again and must find nothing to do.
+    // A fresh controller looks at every Service again and must find nothing to do: observed from
+    // its start until its three reconciles are done, and for a window after them.
     let running = controller(&ctx, |_| {}).await;
+    let untouched = || async {
+        running.metrics.writes_of("serving") == 0
+            && running.metrics.issued_total() == 0
+            && versions().await == before
+    };
     eventually(WAIT, "three reconciles after restart", || async {
+        assert!(untouched().await, "a write after the restart");
         let text = running.metrics.encode();
         let reconciled = text
             .lines()
@@ -206,18 +224,12 @@ async fn valid_secret_causes_no_writes_even_after_restart() {
         (reconciled >= 3).then_some(())
     })
     .await;
-    tokio::time::sleep(Duration::from_secs(1)).await;
-    assert_eq!(running.metrics.writes_of("serving"), 0);
-    assert_eq!(running.metrics.issued_total(), 0);
-    let after: Vec<String> = secrets
-        .list(&ListParams::default().labels("app.kubernetes.io/managed-by=service-ca"))
-        .await
-        .unwrap()
-        .items
-        .iter()
-        .map(|s| s.resource_version().unwrap())
-        .collect();
-    assert_eq!(before, after);
+    common::holds_for(
+        Duration::from_secs(3),
+        "no writes, no issuance, every resourceVersion kept after the restart",
+        untouched,
+    )
+    .await;
     running.stop().await;
 }
 
@@ -253,14 +265,19 @@ async fn foreign_secret_is_never_touched_and_reported() {
     assert_eq!(data(&live, "user").as_deref(), Some(&b"precious"[..]));
     wait_event(&ctx, "web", "ServingCertFailed").await;
 
-    // No hot loop: the failure is retried with back-off, not on our own writes.
+    // No hot loop: the failure is retried with back-off, not on our own writes; and the foreign
+    // Secret is never touched.
     let writes = running.metrics.writes_of("serving");
-    tokio::time::sleep(Duration::from_secs(3)).await;
-    assert!(
-        running.metrics.writes_of("serving") <= writes + 1,
-        "writes went from {writes} to {}",
-        running.metrics.writes_of("serving")
-    );
+    common::holds_for(
+        Duration::from_secs(3),
+        "at most one more write (a back-off retry), foreign Secret untouched",
+        || async {
+            let now = running.metrics.writes_of("serving");
+            let live = secrets.get("taken").await.unwrap();
+            now <= writes + 1 && live.resource_version() == foreign.resource_version()
+        },
+    )
+    .await;
 
     // When the conflicting Secret goes away, the Service gets its Secret at once.
     let deleted_at = Instant::now();
@@ -304,13 +321,26 @@ async fn bad_input_is_reported_without_a_hot_loop() {
         let error = annotation(&svc.metadata, names::ERROR_BETA).unwrap();
         assert!(error.contains("secret name"), "{name}: {error}");
     }
-    let writes = running.metrics.writes_of("serving");
-    tokio::time::sleep(Duration::from_secs(3)).await;
-    assert_eq!(
-        running.metrics.writes_of("serving"),
-        writes,
-        "hot loop on bad input"
-    );
+    // Each refusal was one write (the error annotations); nothing more follows.
+    let writes = eventually(WAIT, "both refusals counted", || async {
+        let writes = running.metrics.writes_of("serving");
+        (writes >= 2).then_some(writes)
+    })
+    .await;
+    let versions = || async {
+        let mut versions = vec![];
+        for name in ["bad-name", "empty"] {
+            versions.push(services.get(name).await.unwrap().resource_version());
+        }
+        versions
+    };
+    let before = versions().await;
+    common::holds_for(
+        Duration::from_secs(3),
+        "no hot loop on bad input (writes and Services unchanged)",
+        || async { running.metrics.writes_of("serving") == writes && versions().await == before },
+    )
+    .await;
 
     // Wrong type: replace our issued Secret by an Opaque one carrying our UID annotation.
     request_certificate(&services, "typed", "typed-tls").await;
@@ -350,10 +380,12 @@ async fn bad_input_is_reported_without_a_hot_loop() {
             .unwrap()
             .contains("Opaque")
     );
-    assert_eq!(
-        secrets.get("typed-tls").await.unwrap().type_.as_deref(),
-        Some("Opaque")
-    );
+    common::holds_for(
+        Duration::from_secs(2),
+        "the wrong-type Secret is left as it is",
+        || async { secrets.get("typed-tls").await.unwrap().type_.as_deref() == Some("Opaque") },
+    )
+    .await;
     running.stop().await;
 }
 
