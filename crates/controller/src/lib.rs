@@ -146,8 +146,27 @@ pub struct RunOptions {
     pub lease_name: String,
     /// Lease timing.
     pub lease_timing: LeaseTiming,
-    /// Where to serve /healthz, /readyz and /metrics (None: no admin server).
+    /// Where to serve /healthz, /livez and /readyz, plain HTTP for the kubelet (None: no probe
+    /// server).
     pub admin_addr: Option<std::net::SocketAddr>,
+    /// The HTTPS `/metrics` endpoint (None: metrics are not served; [`Metrics`] can still be read
+    /// in-process).
+    pub metrics: Option<MetricsOptions>,
+}
+
+/// The HTTPS `/metrics` endpoint: callers present a bearer token that the API server authenticates
+/// (TokenReview) and authorizes for `get` on the non-resource URL `/metrics`
+/// (SubjectAccessReview). The port opens once `cert_file` and `key_file` hold a valid pair; they
+/// are re-read when they change (in a cluster: the mounted serving Secret of the metrics Service,
+/// issued by service-ca itself).
+#[derive(Clone, Debug)]
+pub struct MetricsOptions {
+    /// Where to listen (an unspecified address listens on IPv4 and IPv6).
+    pub addr: std::net::SocketAddr,
+    /// PEM certificate chain, leaf first.
+    pub cert_file: std::path::PathBuf,
+    /// PEM private key (PKCS#8, PKCS#1 or SEC 1).
+    pub key_file: std::path::PathBuf,
 }
 
 /// Runs one replica until `shutdown` is cancelled: the admin server, leader election, and the
@@ -170,10 +189,17 @@ pub async fn run(
     let background = TaskTracker::new();
     if let Some(addr) = opts.admin_addr {
         let state = admin::AdminState {
-            metrics: metrics.clone(),
             readiness: readiness.clone(),
         };
         background.spawn(admin::serve(addr, state, shutdown.clone()));
+    }
+    if let Some(metrics_opts) = opts.metrics.clone() {
+        background.spawn(admin::serve_metrics(
+            metrics_opts,
+            client.clone(),
+            metrics.clone(),
+            shutdown.clone(),
+        ));
     }
     background.spawn(
         shutdown

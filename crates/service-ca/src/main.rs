@@ -52,9 +52,22 @@ struct RunArgs {
     /// Name of the leader-election Lease (in the CA namespace).
     #[arg(long, default_value = service_ca_controller::names::DEFAULT_LEASE)]
     lease_name: String,
-    /// Address of the admin server (/healthz, /readyz, /metrics).
-    #[arg(long, default_value = "127.0.0.1:9443")]
+    /// Address of the probe server: /healthz, /livez, /readyz, plain HTTP. 0.0.0.0 or [::]
+    /// listens on IPv4 and IPv6 (IPv4 only where IPv6 is unavailable).
+    #[arg(long, default_value = "127.0.0.1:8081")]
     admin_addr: std::net::SocketAddr,
+    /// Address of the metrics server: /metrics over HTTPS, for bearer tokens allowed to `get` the
+    /// non-resource URL /metrics (TokenReview + SubjectAccessReview). Opens once the certificate
+    /// files hold a valid pair; not served without --metrics-tls-cert-file.
+    #[arg(long, default_value = "127.0.0.1:8443")]
+    metrics_addr: std::net::SocketAddr,
+    /// PEM certificate chain of the metrics server, re-read when it changes (in a cluster: the
+    /// mounted Secret service-ca-metrics-tls, issued by service-ca for its metrics Service).
+    #[arg(long, requires = "metrics_tls_key_file")]
+    metrics_tls_cert_file: Option<PathBuf>,
+    /// PEM private key of the metrics server, re-read when it changes.
+    #[arg(long, requires = "metrics_tls_cert_file")]
+    metrics_tls_key_file: Option<PathBuf>,
 }
 
 impl RunArgs {
@@ -98,8 +111,19 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         lease_name: args.lease_name.clone(),
         lease_timing: Default::default(),
         admin_addr: Some(args.admin_addr),
+        metrics: match (&args.metrics_tls_cert_file, &args.metrics_tls_key_file) {
+            (Some(cert_file), Some(key_file)) => Some(service_ca_controller::MetricsOptions {
+                addr: args.metrics_addr,
+                cert_file: cert_file.clone(),
+                key_file: key_file.clone(),
+            }),
+            _ => None,
+        },
     };
-    info!(admin = %args.admin_addr, identity = %opts.identity, "starting");
+    match &opts.metrics {
+        Some(m) => info!(admin = %args.admin_addr, metrics = %m.addr, identity = %opts.identity, "starting"),
+        None => info!(admin = %args.admin_addr, identity = %opts.identity, "starting; /metrics not served (no --metrics-tls-cert-file)"),
+    }
     let shutdown = tokio_util::sync::CancellationToken::new();
     let on_signal = shutdown.clone();
     tokio::spawn(async move {
