@@ -121,8 +121,12 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         },
     };
     match &opts.metrics {
-        Some(m) => info!(admin = %args.admin_addr, metrics = %m.addr, identity = %opts.identity, "starting"),
-        None => info!(admin = %args.admin_addr, identity = %opts.identity, "starting; /metrics not served (no --metrics-tls-cert-file)"),
+        Some(m) => {
+            info!(admin = %args.admin_addr, metrics = %m.addr, identity = %opts.identity, "starting")
+        }
+        None => {
+            info!(admin = %args.admin_addr, identity = %opts.identity, "starting; /metrics not served (no --metrics-tls-cert-file)")
+        }
     }
     let shutdown = tokio_util::sync::CancellationToken::new();
     let on_signal = shutdown.clone();
