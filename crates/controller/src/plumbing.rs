@@ -18,6 +18,25 @@ use crate::metrics::Metrics;
 /// way through the watch, so the retry starts from it.
 pub(crate) const CONFLICT_RETRY: Duration = Duration::from_millis(500);
 
+/// Objects per page of an initial list: small pages bound the memory a list takes while it is
+/// parsed, whatever size the objects are (a tenant can make each one ~1 MiB).
+const LIST_PAGE_SIZE: u32 = 50;
+
+/// The watch configuration every cluster-wide watch uses.
+pub(crate) fn watch_config() -> kube::runtime::watcher::Config {
+    kube::runtime::watcher::Config::default().page_size(LIST_PAGE_SIZE)
+}
+
+/// Keeps only the annotations in `keep`: cached objects hold what the controller reads, not
+/// what tenants write (annotations can be up to 256 KiB per object).
+pub(crate) fn keep_annotations(meta: &mut kube::api::ObjectMeta, keep: &[&str]) {
+    meta.managed_fields = None;
+    meta.labels = None;
+    if let Some(annotations) = meta.annotations.as_mut() {
+        annotations.retain(|k, _| keep.contains(&k.as_str()));
+    }
+}
+
 /// What every controller's error tells the shared plumbing.
 pub(crate) trait ReconcileError: std::error::Error + Send + Sync + 'static {
     /// Stable snake_case category, used as the metrics label and in logs.
@@ -164,6 +183,26 @@ mod tests {
             }
             .boxed(),
         )
+    }
+
+    #[test]
+    fn stripping_keeps_only_what_is_read() {
+        let mut meta = kube::api::ObjectMeta {
+            name: Some("a".into()),
+            labels: Some([("l".to_string(), "v".to_string())].into()),
+            annotations: Some(
+                [
+                    ("keep".to_string(), "1".to_string()),
+                    ("huge".to_string(), "x".repeat(100_000)),
+                ]
+                .into(),
+            ),
+            ..Default::default()
+        };
+        keep_annotations(&mut meta, &["keep"]);
+        assert_eq!(meta.name.as_deref(), Some("a"));
+        assert!(meta.labels.is_none());
+        assert_eq!(meta.annotations.unwrap().len(), 1);
     }
 
     #[test]

@@ -256,7 +256,7 @@ async fn run<K: Target>(
     ctx.caches.track(reader.clone());
     let ca_changes = plumbing::ca_changes(ctx.ca.clone());
     let api = K::watch_api(ctx.client.clone(), namespace.as_deref());
-    let targets = watcher(api, watcher::Config::default())
+    let targets = watcher(api, plumbing::watch_config())
         .default_backoff()
         .filter_map(move |event| {
             futures::future::ready(match event {
@@ -264,7 +264,12 @@ async fn run<K: Target>(
                 Err(e) => Some(Err(e)),
             })
         })
-        .modify(|obj| obj.metadata.managed_fields = None)
+        .modify(|obj| {
+            plumbing::keep_annotations(
+                &mut obj.metadata,
+                &[names::INJECT_BETA, names::INJECT_ALPHA, names::INJECT_LEGACY],
+            )
+        })
         .reflect(writer)
         .applied_objects();
     let name = flavor.name;

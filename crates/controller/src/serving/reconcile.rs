@@ -12,7 +12,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures::TryStreamExt;
-use k8s_openapi::api::core::v1::{Secret, Service};
+use k8s_openapi::api::core::v1::{Secret, Service, ServiceSpec};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
 use kube::api::{Api, Patch, PatchParams, PostParams};
 use kube::core::PartialObjectMeta;
@@ -149,9 +149,27 @@ fn is_headless(svc: &Service) -> bool {
 
 /// Drops what the controller never reads from a cached Service.
 fn strip(svc: &mut Service) {
-    svc.metadata.managed_fields = None;
+    plumbing::keep_annotations(&mut svc.metadata, SERVICE_ANNOTATIONS_READ);
     svc.status = None;
+    svc.spec = svc.spec.take().map(|spec| ServiceSpec {
+        cluster_ip: spec.cluster_ip,
+        type_: spec.type_,
+        ..Default::default()
+    });
 }
+
+/// The Service annotations the controller reads; the cache keeps no others.
+const SERVICE_ANNOTATIONS_READ: &[&str] = &[
+    names::SECRET_NAME_BETA,
+    names::SECRET_NAME_ALPHA,
+    names::SIGNED_BY_BETA,
+    names::SIGNED_BY_ALPHA,
+    names::ERROR_BETA,
+    names::ERROR_ALPHA,
+    names::ERROR_NUM_BETA,
+    names::ERROR_NUM_ALPHA,
+    names::RENEW_REQUEST,
+];
 
 /// Runs the controller until `token` is cancelled.
 pub(crate) async fn run(ctx: Arc<ServingContext>, caches: CacheSync, token: CancellationToken) {
@@ -167,7 +185,7 @@ pub(crate) async fn run(ctx: Arc<ServingContext>, caches: CacheSync, token: Canc
     caches.track(reader.clone());
     let index_ctx = ctx.clone();
     let predicate_ctx = ctx.clone();
-    let service_events = watcher(services, watcher::Config::default())
+    let service_events = watcher(services, plumbing::watch_config())
         .default_backoff()
         .modify(strip)
         .inspect_ok(move |event| index_ctx.index.observe(event))
@@ -182,7 +200,7 @@ pub(crate) async fn run(ctx: Arc<ServingContext>, caches: CacheSync, token: Canc
             },
             Default::default(),
         );
-    let secret_events = watcher(secrets, watcher::Config::default())
+    let secret_events = watcher(secrets, plumbing::watch_config())
         .default_backoff()
         .touched_objects();
     let route_ctx = ctx.clone();
