@@ -235,3 +235,206 @@ pub fn metric_value(exposition: &str, name: &str) -> Option<f64> {
         .and_then(|l| l.split_whitespace().nth(1))
         .and_then(|v| v.parse().ok())
 }
+
+/// `kubectl kustomize deploy/<dir>` with the control plane's kubectl: the rendered objects.
+pub fn kustomize(dir: &str) -> Vec<serde_json::Value> {
+    let testenv = service_ca_testing::testenv_binary().expect("the testenv binary");
+    let kubectl = testenv.with_file_name("kubectl");
+    let path = service_ca_testing::workspace_root()
+        .join("deploy")
+        .join(dir);
+    let mut command = if kubectl.is_file() {
+        std::process::Command::new(&kubectl)
+    } else {
+        let mut c = std::process::Command::new(&testenv);
+        c.arg("kubectl");
+        c
+    };
+    let output = command
+        .arg("kustomize")
+        .arg(&path)
+        .output()
+        .expect("run kubectl kustomize");
+    assert!(
+        output.status.success(),
+        "kubectl kustomize {} failed: {}",
+        path.display(),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let text = String::from_utf8(output.stdout).expect("UTF-8 manifests");
+    serde_yaml::Deserializer::from_str(&text)
+        .map(|doc| serde::Deserialize::deserialize(doc).expect("a rendered document parses"))
+        .filter(|v: &serde_json::Value| !v.is_null())
+        .collect()
+}
+
+/// Like [`service_account_client`], with the RBAC objects given (e.g. the Roles an overlay
+/// renders) instead of `deploy/base/rbac.yaml`: namespaced objects move to the test's namespace,
+/// cluster-scoped ones get a per-namespace name, ServiceAccount subjects point at the test's
+/// `service-ca`. Returns a client impersonating it.
+pub async fn service_account_client_with(
+    ctx: &TestContext,
+    rbac: &[serde_json::Value],
+) -> kube::Client {
+    use kube::api::{Patch, PatchParams};
+    let ns = &ctx.namespace;
+    let pp = PatchParams::apply("service-ca-test").force();
+    let sas: Api<k8s_openapi::api::core::v1::ServiceAccount> = ctx.api();
+    sas.patch(
+        "service-ca",
+        &pp,
+        &Patch::Apply(json!({"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": "service-ca"}})),
+    )
+    .await
+    .expect("service account");
+    for object in rbac {
+        let mut value = object.clone();
+        let kind = value["kind"].as_str().unwrap_or_default().to_string();
+        assert!(
+            ["Role", "RoleBinding", "ClusterRole", "ClusterRoleBinding"].contains(&kind.as_str()),
+            "not an RBAC object: {kind}"
+        );
+        let cluster_scoped = kind.starts_with("Cluster");
+        if cluster_scoped {
+            let name = value["metadata"]["name"].as_str().unwrap_or_default();
+            value["metadata"]["name"] = json!(format!("{name}-{ns}"));
+        } else {
+            value["metadata"]["namespace"] = json!(ns);
+        }
+        if let Some(subjects) = value.get_mut("subjects").and_then(|s| s.as_array_mut()) {
+            for subject in subjects {
+                subject["namespace"] = json!(ns);
+            }
+        }
+        if kind == "ClusterRoleBinding" {
+            let role = value["roleRef"]["name"].as_str().unwrap_or_default();
+            value["roleRef"]["name"] = json!(format!("{role}-{ns}"));
+        }
+        let name = value["metadata"]["name"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string();
+        let resource = kube::api::ApiResource {
+            group: "rbac.authorization.k8s.io".into(),
+            version: "v1".into(),
+            api_version: "rbac.authorization.k8s.io/v1".into(),
+            kind: kind.clone(),
+            plural: format!("{}s", kind.to_lowercase()),
+        };
+        let api: Api<kube::api::DynamicObject> = if cluster_scoped {
+            Api::all_with(ctx.client.clone(), &resource)
+        } else {
+            Api::namespaced_with(ctx.client.clone(), ns, &resource)
+        };
+        api.patch(&name, &pp, &Patch::Apply(value))
+            .await
+            .unwrap_or_else(|e| panic!("applying {kind} {name}: {e}"));
+    }
+    let user = format!("system:serviceaccount:{ns}:service-ca");
+    service_ca_testing::client_from_kubeconfig(&ctx.kubeconfig, Some(&user))
+        .await
+        .expect("impersonating client")
+}
+
+/// Name of the admission policy (and its binding) [`admission_policy`] makes for a test.
+pub fn admission_policy_name(ctx: &TestContext) -> String {
+    format!("service-ca-writes-{}", ctx.namespace)
+}
+
+/// Applies `deploy/base/admission-policy.yaml` (the ValidatingAdmissionPolicy and its binding)
+/// adjusted to the test's namespace, as [`service_account_client`] does for RBAC: a per-namespace
+/// name, the match condition naming the test's `service-ca` ServiceAccount, `caNamespace` the
+/// test's namespace and `publishedCopies` the given `namespace/name`s. Both objects are deleted
+/// when `ctx` is dropped (also on panic). Returns the policy's name once it is in force for `sa`
+/// (a client impersonating that ServiceAccount): policies take a moment to become effective, so
+/// this polls until a known-abusive write (a dry-run Opaque Secret) is denied.
+pub async fn admission_policy(
+    ctx: &TestContext,
+    sa: &kube::Client,
+    published: &[String],
+) -> String {
+    use k8s_openapi::api::admissionregistration::v1::{
+        ValidatingAdmissionPolicy, ValidatingAdmissionPolicyBinding,
+    };
+    use kube::api::{Patch, PatchParams, PostParams};
+    const SHIPPED_USER: &str = "system:serviceaccount:openshift-service-ca:service-ca";
+    let path = service_ca_testing::workspace_root().join("deploy/base/admission-policy.yaml");
+    let text = std::fs::read_to_string(&path).expect("deploy/base/admission-policy.yaml");
+    let ns = &ctx.namespace;
+    let name = admission_policy_name(ctx);
+    ctx.delete_on_drop::<ValidatingAdmissionPolicyBinding>(name.clone());
+    ctx.delete_on_drop::<ValidatingAdmissionPolicy>(name.clone());
+    let pp = PatchParams::apply("service-ca-test").force();
+    let quoted: Vec<String> = published.iter().map(|p| format!("'{p}'")).collect();
+    for doc in serde_yaml::Deserializer::from_str(&text) {
+        let mut value: serde_json::Value =
+            serde::Deserialize::deserialize(doc).expect("admission-policy.yaml parses");
+        if value.is_null() {
+            continue;
+        }
+        value["metadata"]["name"] = json!(name);
+        match value["kind"].as_str() {
+            Some("ValidatingAdmissionPolicy") => {
+                let conditions = value["spec"]["matchConditions"]
+                    .as_array_mut()
+                    .expect("the policy has match conditions");
+                let mut names_user = false;
+                for condition in conditions {
+                    let expression = condition["expression"].as_str().unwrap_or_default();
+                    names_user |= expression.contains(SHIPPED_USER);
+                    condition["expression"] = json!(expression.replace(
+                        SHIPPED_USER,
+                        &format!("system:serviceaccount:{ns}:service-ca")
+                    ));
+                }
+                assert!(names_user, "a match condition names {SHIPPED_USER}");
+                let variables = value["spec"]["variables"]
+                    .as_array_mut()
+                    .expect("the policy has variables");
+                for (variable, expression) in [
+                    ("caNamespace", format!("'{ns}'")),
+                    ("publishedCopies", format!("[{}]", quoted.join(", "))),
+                ] {
+                    let slot = variables
+                        .iter_mut()
+                        .find(|v| v["name"] == variable)
+                        .unwrap_or_else(|| panic!("the policy has a variable {variable}"));
+                    slot["expression"] = json!(expression);
+                }
+                Api::<ValidatingAdmissionPolicy>::all(ctx.client.clone())
+                    .patch(&name, &pp, &Patch::Apply(value))
+                    .await
+                    .unwrap_or_else(|e| panic!("applying ValidatingAdmissionPolicy {name}: {e}"));
+            }
+            Some("ValidatingAdmissionPolicyBinding") => {
+                value["spec"]["policyName"] = json!(name);
+                Api::<ValidatingAdmissionPolicyBinding>::all(ctx.client.clone())
+                    .patch(&name, &pp, &Patch::Apply(value))
+                    .await
+                    .unwrap_or_else(|e| {
+                        panic!("applying ValidatingAdmissionPolicyBinding {name}: {e}")
+                    });
+            }
+            other => panic!("unexpected object in admission-policy.yaml: {other:?}"),
+        }
+    }
+    let secrets: Api<Secret> = Api::namespaced(sa.clone(), ns);
+    let probe: Secret = serde_json::from_value(json!({
+        "metadata": {"name": "admission-probe"},
+        "type": "Opaque",
+        "stringData": {"a": "b"},
+    }))
+    .expect("static Secret manifest");
+    let dry_run = PostParams {
+        dry_run: true,
+        ..Default::default()
+    };
+    service_ca_testing::eventually(WAIT, "the admission policy in force", || async {
+        match secrets.create(&dry_run, &probe).await {
+            Err(kube::Error::Api(status)) if status.message.contains(&name) => Some(()),
+            _ => None,
+        }
+    })
+    .await;
+    name
+}
