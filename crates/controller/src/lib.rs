@@ -14,6 +14,7 @@ mod admin;
 mod ca;
 mod config;
 mod events;
+mod fights;
 mod inject;
 mod leader;
 mod metrics;

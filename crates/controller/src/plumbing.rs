@@ -14,10 +14,6 @@ use tracing::{debug, warn};
 use crate::ca::CaReceiver;
 use crate::metrics::Metrics;
 
-/// How soon a write that lost an optimistic-concurrency race is retried: newer state is on its
-/// way through the watch, so the retry starts from it.
-pub(crate) const CONFLICT_RETRY: Duration = Duration::from_millis(500);
-
 /// Objects per page of an initial list: small pages bound the memory a list takes while it is
 /// parsed, whatever size the objects are (a tenant can make each one ~1 MiB).
 const LIST_PAGE_SIZE: u32 = 50;
@@ -109,16 +105,19 @@ pub(crate) fn reconcile_span(controller: &'static str, object: &dyn Display) -> 
 }
 
 /// The error policy shared by every controller: count the error by category; a conflict is
-/// retried soon, anything else after `otherwise`.
+/// retried after `fights`' exponential conflict delay for the object, anything else after
+/// `otherwise`.
 pub(crate) fn requeue_after_error<E: ReconcileError>(
     metrics: &Metrics,
     controller: &'static str,
     err: &E,
+    fights: &crate::fights::FightDetector,
+    object: &str,
     otherwise: Duration,
 ) -> Action {
     metrics.reconcile_error(controller, err.category());
     Action::requeue(if err.is_conflict() {
-        CONFLICT_RETRY
+        fights.conflict_delay(object)
     } else {
         otherwise
     })

@@ -52,3 +52,155 @@ async fn a_failing_bundle_copy_does_not_block_issuance() {
     );
     running.stop().await;
 }
+
+/// Runs `fight` every 300 ms until the returned handle is aborted.
+fn keep_fighting<F, Fut>(mut fight: F) -> tokio::task::JoinHandle<()>
+where
+    F: FnMut() -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = ()> + Send,
+{
+    tokio::spawn(async move {
+        loop {
+            fight().await;
+            tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+        }
+    })
+}
+
+#[tokio::test]
+async fn write_fights_are_detected_and_bounded() {
+    use k8s_openapi::api::admissionregistration::v1::ValidatingWebhookConfiguration;
+    use kube::api::{Patch, PatchParams, PostParams};
+    use serde_json::json;
+    use std::time::Duration;
+
+    let ctx = TestContext::new("res-fight").await.unwrap();
+    let running = controller(&ctx, |cfg| cfg.cluster_scoped_injection = true).await;
+    let services: Api<Service> = ctx.api();
+    let secrets: Api<Secret> = ctx.api();
+    request_certificate(&services, "web", "web-tls").await;
+    wait_secret(&secrets, "web-tls", "issued", |s| {
+        data(s, names::TLS_CRT).is_some()
+    })
+    .await;
+
+    // Another writer keeps overwriting the Secret's label; the controller keeps repairing it.
+    let fighter = PatchParams {
+        field_manager: Some("label-stripper".into()),
+        ..Default::default()
+    };
+    let strip =
+        Patch::Merge(json!({"metadata": {"labels": {names::MANAGED_BY_LABEL: "kustomize"}}}));
+    let writes_before = running.metrics.writes_of("serving");
+    let (api, pp) = (secrets.clone(), fighter.clone());
+    let label_fight = keep_fighting(move || {
+        let (api, pp, strip) = (api.clone(), pp.clone(), strip.clone());
+        async move {
+            let _ = api.patch("web-tls", &pp, &strip).await;
+        }
+    });
+
+    // A GitOps-like tool keeps resetting an injected webhook's caBundle.
+    let name = format!("fight-{}", ctx.namespace);
+    ctx.delete_on_drop::<ValidatingWebhookConfiguration>(name.clone());
+    let webhooks: Api<ValidatingWebhookConfiguration> = Api::all(ctx.client.clone());
+    let config: ValidatingWebhookConfiguration = serde_json::from_value(json!({
+        "metadata": {"name": name, "annotations": {names::INJECT_BETA: "true"}},
+        "webhooks": [{
+            "name": "fight.service-ca.test",
+            "clientConfig": {"service": {"namespace": ctx.namespace, "name": "webhook", "port": 443}},
+            "rules": [{"apiGroups": ["service-ca.test"], "apiVersions": ["v1"], "operations": ["CREATE"], "resources": ["widgets"]}],
+            "failurePolicy": "Ignore", "sideEffects": "None", "admissionReviewVersions": ["v1"],
+        }],
+    }))
+    .unwrap();
+    webhooks
+        .create(&PostParams::default(), &config)
+        .await
+        .unwrap();
+    let reset = Patch::Json::<()>(
+        serde_json::from_value(json!([
+            {"op": "add", "path": "/webhooks/0/clientConfig/caBundle", "value": "Z2FyYmFnZQ=="}
+        ]))
+        .unwrap(),
+    );
+    let gitops = PatchParams {
+        field_manager: Some("gitops-tool".into()),
+        ..Default::default()
+    };
+    let (api, hook) = (webhooks.clone(), name.clone());
+    let bundle_fight = keep_fighting(move || {
+        let (api, hook, reset, pp) = (api.clone(), hook.clone(), reset.clone(), gitops.clone());
+        async move {
+            let _ = api.patch(&hook, &pp, &reset).await;
+        }
+    });
+
+    let events: Api<Event> = ctx.api();
+    eventually(
+        WAIT,
+        "a fight over the Secret, naming the other writer",
+        || async {
+            events
+                .list(&ListParams::default())
+                .await
+                .ok()?
+                .items
+                .into_iter()
+                .find(|e| {
+                    e.reason.as_deref() == Some("WriteFightDetected")
+                        && e.message
+                            .as_deref()
+                            .is_some_and(|m| m.contains("label-stripper"))
+                })
+        },
+    )
+    .await;
+    let default_events: Api<Event> = Api::namespaced(ctx.client.clone(), "default");
+    eventually(
+        WAIT,
+        "a fight over the webhook, naming the other writer",
+        || async {
+            default_events
+                .list(&ListParams::default())
+                .await
+                .ok()?
+                .items
+                .into_iter()
+                .find(|e| {
+                    e.reason.as_deref() == Some("WriteFightDetected")
+                        && e.involved_object.name.as_deref() == Some(name.as_str())
+                        && e.message
+                            .as_deref()
+                            .is_some_and(|m| m.contains("gitops-tool"))
+                })
+        },
+    )
+    .await;
+    // Both fights go on, but the controller has stopped answering them: its write rate is
+    // bounded by the fight limit (5 writes per object), not by the other writer.
+    let serving = running.metrics.writes_of("serving");
+    let injecting = running.metrics.writes_of("validatingwebhookconfiguration");
+    common::holds_for(
+        Duration::from_secs(5),
+        "no more writes while fighting",
+        || async {
+            running.metrics.writes_of("serving") == serving
+                && running.metrics.writes_of("validatingwebhookconfiguration") == injecting
+        },
+    )
+    .await;
+    assert!(
+        serving - writes_before <= 5,
+        "{} serving writes",
+        serving - writes_before
+    );
+    assert!(injecting <= 6, "{injecting} webhook writes");
+    eprintln!(
+        "fight: serving writes {}, webhook writes {injecting}",
+        serving - writes_before
+    );
+    label_fight.abort();
+    bundle_fight.abort();
+    running.stop().await;
+}

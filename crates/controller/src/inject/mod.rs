@@ -23,11 +23,12 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
-use tracing::{Instrument, info, warn};
+use tracing::{Instrument, debug, info, warn};
 
 use crate::ca::CaReceiver;
 use crate::config::{Config, ConfigError};
 use crate::events::{EventSink, WarningLimiter};
+use crate::fights::{FightDetector, Verdict};
 use crate::metrics::Metrics;
 use crate::names;
 use crate::plumbing::{self, ReconcileError, ReconcileMeasurer};
@@ -227,6 +228,7 @@ pub(crate) fn legacy_selected(meta: &kube::api::ObjectMeta) -> bool {
 struct KindContext {
     shared: Arc<InjectContext>,
     flavor: Flavor,
+    fights: FightDetector,
 }
 
 /// Keeps only selected objects in the cache: an object that loses its annotation is turned into
@@ -283,17 +285,25 @@ async fn run<K: Target>(
             Arc::new(KindContext {
                 shared: ctx,
                 flavor,
+                fights: FightDetector::default(),
             }),
         );
     plumbing::consume(name, results).await;
 }
 
 fn error_policy<K: Target>(
-    _obj: Arc<PartialObjectMeta<K>>,
+    obj: Arc<PartialObjectMeta<K>>,
     err: &InjectError,
     ctx: Arc<KindContext>,
 ) -> Action {
-    plumbing::requeue_after_error(&ctx.shared.metrics, ctx.flavor.name, err, RETRY)
+    plumbing::requeue_after_error(
+        &ctx.shared.metrics,
+        ctx.flavor.name,
+        err,
+        &ctx.fights,
+        &describe(&obj.metadata),
+        RETRY,
+    )
 }
 
 async fn reconcile<K: Target>(
@@ -305,9 +315,11 @@ where
 {
     let _measure = ReconcileMeasurer::start(&ctx.shared.metrics, ctx.flavor.name);
     let span = plumbing::reconcile_span(ctx.flavor.name, &ObjectRef::from_obj(meta.as_ref()));
-    inject::<K>(&meta, &ctx.shared, &ctx.flavor)
-        .instrument(span)
-        .await
+    let result = inject::<K>(&meta, &ctx).instrument(span).await;
+    if result.is_ok() {
+        ctx.fights.settled(&describe(&meta.metadata));
+    }
+    result
 }
 
 fn describe(meta: &kube::api::ObjectMeta) -> String {
@@ -319,9 +331,9 @@ fn describe(meta: &kube::api::ObjectMeta) -> String {
 
 async fn inject<K: Target>(
     meta: &PartialObjectMeta<K>,
-    ctx: &InjectContext,
-    flavor: &Flavor,
+    kind: &KindContext,
 ) -> Result<Action, InjectError> {
+    let (ctx, flavor) = (kind.shared.as_ref(), &kind.flavor);
     let Some(bundle) = ctx
         .ca
         .borrow()
@@ -369,6 +381,12 @@ async fn inject<K: Target>(
             }
             Ok(Action::await_change())
         }
+        Outcome::Patch { .. } if kind.fights.paused_until(&describe(live.meta())).is_some() => {
+            debug!(kind = flavor.name, object = %describe(live.meta()), "left alone: another writer keeps undoing the injection");
+            let until = kind.fights.paused_until(&describe(live.meta()));
+            let wait = until.map_or(RETRY, |u| u.saturating_duration_since(tokio::time::Instant::now()));
+            Ok(Action::requeue(wait.max(Duration::from_secs(1))))
+        }
         Outcome::Patch {
             body,
             removed_data_keys,
@@ -385,6 +403,21 @@ async fn inject<K: Target>(
             };
             api.patch(&name, &pp, &patch).await?;
             ctx.metrics.wrote(flavor.name);
+            if let Verdict::FightStarted(_) = kind.fights.record(&describe(live.meta())) {
+                let other = crate::fights::other_manager(live.meta().managed_fields.as_ref());
+                warn!(kind = flavor.name, object = %describe(live.meta()), %other, "write fight detected");
+                ctx.events
+                    .publish(
+                        &live.object_ref(&()),
+                        EventType::Warning,
+                        "WriteFightDetected",
+                        "Inject",
+                        format!(
+                            "the injected CA bundle keeps being changed by {other}; service-ca leaves this object alone for 30 minutes. Stop the other writer or remove the inject annotation"
+                        ),
+                    )
+                    .await;
+            }
             info!(kind = flavor.name, object = %describe(live.meta()), "CA bundle injected");
             if !removed_data_keys.is_empty() {
                 let note = format!(

@@ -34,6 +34,7 @@ use super::index::SecretIndex;
 use crate::ca::CaReceiver;
 use crate::config::Config;
 use crate::events::{EventSink, WarningLimiter};
+use crate::fights::{FightDetector, Verdict};
 use crate::metrics::Metrics;
 use crate::names;
 use crate::plumbing::{self, ReconcileError, ReconcileMeasurer};
@@ -99,6 +100,7 @@ pub(crate) struct ServingContext {
     metrics: Arc<Metrics>,
     index: SecretIndex,
     warnings: WarningLimiter,
+    fights: FightDetector,
 }
 
 impl ServingContext {
@@ -119,6 +121,7 @@ impl ServingContext {
             events,
             index: SecretIndex::new(metrics.clone()),
             warnings: WarningLimiter::new(RETRY_CAP),
+            fights: FightDetector::default(),
             metrics,
         })
     }
@@ -244,6 +247,8 @@ fn error_policy(svc: Arc<Service>, err: &ServingError, ctx: Arc<ServingContext>)
         &ctx.metrics,
         CONTROLLER,
         err,
+        &ctx.fights,
+        &ObjectRef::from_obj(svc.as_ref()).to_string(),
         decide::retry_delay(failures, RETRY_CAP),
     )
 }
@@ -257,6 +262,9 @@ async fn reconcile(svc: Arc<Service>, ctx: Arc<ServingContext>) -> Result<Action
             Some(after) => Action::requeue(after),
             None => Action::await_change(),
         });
+        if result.is_ok() {
+            ctx.fights.settled(&object.to_string());
+        }
         if let Some(err) = result.as_ref().err().filter(|e| e.is_permanent()) {
             // Record on the Service so users (and the original's tooling) see it.
             if let Err(write_err) = record_failure(&svc, &ctx, &err.to_string()).await {
@@ -403,6 +411,9 @@ async fn issue(
     subject: &Subject<'_>,
     reason: IssueReason,
 ) -> Result<Next, ServingError> {
+    if let Some(wait) = left_alone(ctx, subject) {
+        return Ok(Some(wait));
+    }
     let keys = ctx.keys.clone();
     let key = tokio::task::spawn_blocking(move || keys.take())
         .await
@@ -452,6 +463,7 @@ async fn issue(
         }
     }
     ctx.metrics.wrote(CONTROLLER);
+    record_write(ctx, subject).await;
     ctx.metrics.issued(
         view.namespace,
         subject.secret_name,
@@ -496,6 +508,9 @@ async fn repair(
     let Some(live) = subject.live else {
         return Ok(Some(Duration::from_secs(1)));
     };
+    if let Some(wait) = left_alone(ctx, subject) {
+        return Ok(Some(wait));
+    }
     let desired = desired_metadata(&subject.view, subject.secret_name, not_after);
     let data: serde_json::Map<String, serde_json::Value> = tidy
         .remove_keys
@@ -519,6 +534,7 @@ async fn repair(
         .patch(subject.secret_name, &pp, &Patch::Merge(patch))
         .await?;
     ctx.metrics.wrote(CONTROLLER);
+    record_write(ctx, subject).await;
     info!(secret = subject.secret_name, removed_keys = ?tidy.remove_keys, "repaired secret metadata");
     // The patch's own watch event brings the Secret back for a final up-to-date check.
     Ok(Some(Duration::from_secs(1)))
@@ -648,6 +664,40 @@ fn view_of(secret: &Secret) -> SecretView<'_> {
             .map(String::as_str)
             == Some(names::MANAGED_BY_VALUE),
     }
+}
+
+/// While something else keeps undoing our writes to this Secret, it is left alone: how long.
+fn left_alone(ctx: &ServingContext, subject: &Subject<'_>) -> Next {
+    let until = ctx.fights.paused_until(&secret_key(subject))?;
+    debug!(secret = subject.secret_name, "left alone: another writer keeps undoing our writes");
+    Some(until.saturating_duration_since(tokio::time::Instant::now()).max(Duration::from_secs(1)))
+}
+
+/// Records a write to the Secret; the write that makes a fight reports it once.
+async fn record_write(ctx: &ServingContext, subject: &Subject<'_>) {
+    if let Verdict::FightStarted(_) = ctx.fights.record(&secret_key(subject)) {
+        let other = crate::fights::other_manager(
+            subject.live.and_then(|l| l.metadata.managed_fields.as_ref()),
+        );
+        let message = format!(
+            "secret {} keeps being changed by {other} after service-ca writes it; service-ca leaves it alone for 30 minutes. Stop the other writer (e.g. the original service-ca, a GitOps tool or a policy)",
+            subject.secret_name
+        );
+        warn!(secret = subject.secret_name, %other, "write fight detected");
+        ctx.events
+            .publish(
+                &subject.svc.object_ref(&()),
+                EventType::Warning,
+                "WriteFightDetected",
+                "Issue",
+                message,
+            )
+            .await;
+    }
+}
+
+fn secret_key(subject: &Subject<'_>) -> String {
+    format!("{}/{}", subject.view.namespace, subject.secret_name)
 }
 
 /// The ownerReference that ties a serving Secret to its Service (garbage collection).
