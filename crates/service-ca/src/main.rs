@@ -1,6 +1,13 @@
 //! The `service-ca` binary: a thin CLI over the controller library.
 
+mod certview;
+mod cli_support;
+mod inspect;
+mod issue;
+mod renew;
+mod rotate;
 mod settings;
+mod status;
 
 use std::path::PathBuf;
 
@@ -31,9 +38,22 @@ enum LogFormat {
 }
 
 #[derive(Subcommand)]
+#[allow(clippy::large_enum_variant)] // parsed once; boxing buys nothing
 enum Command {
     /// Run the CA manager and every controller.
     Run(RunArgs),
+    /// Show the CA, every serving certificate and injection target, and what needs attention.
+    ///
+    /// Exit code 0: all is well; 1: something needs attention; 2: usage or connection error.
+    Status(status::StatusArgs),
+    /// Show the certificates of a serving Secret, a bundle or the CA in readable form.
+    Inspect(inspect::InspectArgs),
+    /// Rotate the CA now and follow the rotation until every certificate is re-signed.
+    Rotate(rotate::RotateArgs),
+    /// Re-issue one Service's serving certificate now.
+    Renew(renew::RenewArgs),
+    /// Issue a serving certificate offline, from a CA kept in a local directory.
+    Issue(issue::IssueArgs),
 }
 
 #[derive(Args)]
@@ -176,5 +196,10 @@ async fn main() -> anyhow::Result<()> {
     init_logging(cli.log_format);
     match cli.command {
         Command::Run(args) => run(args).await,
+        Command::Status(args) => cli_support::finish(status::run(args).await),
+        Command::Inspect(args) => cli_support::finish(inspect::run(args).await),
+        Command::Rotate(args) => cli_support::finish(rotate::run(args).await),
+        Command::Renew(args) => cli_support::finish(renew::run(args).await),
+        Command::Issue(args) => cli_support::finish(issue::run(args).await),
     }
 }
