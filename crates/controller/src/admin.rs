@@ -39,8 +39,14 @@ pub(crate) struct AdminState {
     pub(crate) readiness: Arc<Readiness>,
 }
 
-async fn healthz() -> &'static str {
-    "ok"
+async fn healthz(State(state): State<AdminState>) -> impl IntoResponse {
+    match state.readiness.stopped_controller() {
+        None => (StatusCode::OK, "ok".to_string()),
+        Some(controller) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("controller {controller} stopped unexpectedly"),
+        ),
+    }
 }
 
 async fn readyz(State(state): State<AdminState>) -> impl IntoResponse {

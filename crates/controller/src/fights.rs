@@ -192,7 +192,9 @@ mod tests {
     fn names_the_latest_other_manager() {
         let entry = |manager: &str, second: i64| ManagedFieldsEntry {
             manager: Some(manager.into()),
-            time: Some(Time(k8s_openapi::jiff::Timestamp::from_second(second).unwrap())),
+            time: Some(Time(
+                k8s_openapi::jiff::Timestamp::from_second(second).unwrap(),
+            )),
             ..Default::default()
         };
         let managed = vec![

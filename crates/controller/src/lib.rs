@@ -25,6 +25,7 @@ mod serving;
 
 use std::sync::Arc;
 
+use futures::FutureExt;
 use kube::Client;
 use service_ca_pki::KeyPool;
 use tokio::sync::watch;
@@ -75,6 +76,7 @@ pub fn start(client: Client, cfg: Config) -> Result<Running, ConfigError> {
         cfg,
         Arc::new(Metrics::new()),
         CancellationToken::new(),
+        None,
     )
 }
 
@@ -84,6 +86,7 @@ fn start_term(
     cfg: Config,
     metrics: Arc<Metrics>,
     token: CancellationToken,
+    health: Option<Arc<readiness::Readiness>>,
 ) -> Result<Running, ConfigError> {
     cfg.validate()?;
     let legacy = inject::Flavor::legacy_from_config(&cfg)?;
@@ -97,26 +100,37 @@ fn start_term(
     ));
     let tasks = TaskTracker::new();
     let caches = CacheSync::default();
+    let health = health.unwrap_or_else(|| Arc::new(readiness::Readiness::new(metrics.clone())));
+    let supervisor = readiness::Supervisor::new(tasks.clone(), token.clone(), health);
 
-    tasks.spawn(token.clone().run_until_cancelled_owned(ca::run(
-        client.clone(),
-        cfg.clone(),
-        ca_tx,
-        events.clone(),
-        metrics.clone(),
-    )));
-    tasks.spawn(serving::run(
-        serving::ServingContext::new(
-            client.clone(),
-            cfg.clone(),
-            ca_rx.clone(),
-            keys,
-            events.clone(),
-            metrics.clone(),
+    supervisor.spawn(
+        "ca",
+        token
+            .clone()
+            .run_until_cancelled_owned(ca::run(
+                client.clone(),
+                cfg.clone(),
+                ca_tx,
+                events.clone(),
+                metrics.clone(),
+            ))
+            .map(|_| ()),
+    );
+    supervisor.spawn(
+        "serving",
+        serving::run(
+            serving::ServingContext::new(
+                client.clone(),
+                cfg.clone(),
+                ca_rx.clone(),
+                keys,
+                events.clone(),
+                metrics.clone(),
+            ),
+            caches.clone(),
+            token.clone(),
         ),
-        caches.clone(),
-        token.clone(),
-    ));
+    );
     let inject_ctx = Arc::new(inject::InjectContext::new(
         client,
         ca_rx.clone(),
@@ -124,7 +138,7 @@ fn start_term(
         metrics.clone(),
         caches.clone(),
     ));
-    inject::spawn_all(&tasks, inject_ctx, &cfg, legacy, &token);
+    inject::spawn_all(&supervisor, inject_ctx, &cfg, legacy);
 
     Ok(Running {
         _cancel_on_drop: token.clone().drop_guard(),
@@ -227,7 +241,13 @@ pub async fn run(
         };
         metrics.set_leader(true);
         readiness.set(false);
-        let running = match start_term(client.clone(), cfg.clone(), metrics.clone(), term.clone()) {
+        let running = match start_term(
+            client.clone(),
+            cfg.clone(),
+            metrics.clone(),
+            term.clone(),
+            Some(readiness.clone()),
+        ) {
             Ok(running) => running,
             Err(err) => break Err(err),
         };

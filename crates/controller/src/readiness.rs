@@ -10,9 +10,11 @@ use tokio::sync::watch;
 
 use crate::metrics::Metrics;
 
-/// Whether this replica is ready; every change is mirrored to the gauge.
+/// Whether this replica is ready (every change mirrored to the gauge) and alive.
 pub(crate) struct Readiness {
     ready: AtomicBool,
+    /// The first controller that stopped on its own, if any: the process is no longer alive.
+    stopped: std::sync::Mutex<Option<&'static str>>,
     metrics: Arc<Metrics>,
 }
 
@@ -22,8 +24,26 @@ impl Readiness {
         metrics.set_ready(false);
         Self {
             ready: AtomicBool::new(false),
+            stopped: std::sync::Mutex::new(None),
             metrics,
         }
+    }
+
+    /// Records that a controller ended (or panicked) without being asked to: `/healthz` fails
+    /// from now on, so the kubelet restarts the pod.
+    pub(crate) fn controller_stopped(&self, controller: &'static str) {
+        tracing::error!(
+            controller,
+            "a controller stopped unexpectedly; reporting unhealthy"
+        );
+        if let Ok(mut stopped) = self.stopped.lock() {
+            stopped.get_or_insert(controller);
+        }
+    }
+
+    /// The controller whose unexpected end made this process unhealthy.
+    pub(crate) fn stopped_controller(&self) -> Option<&'static str> {
+        self.stopped.lock().ok().and_then(|s| *s)
     }
 
     /// Records readiness for `/readyz` and the gauge at once.
@@ -35,6 +55,51 @@ impl Readiness {
     /// The current readiness.
     pub(crate) fn get(&self) -> bool {
         self.ready.load(Ordering::Relaxed)
+    }
+}
+
+/// Runs controller tasks so that one ending on its own (an error or a panic) while its term is
+/// still running marks the process unhealthy instead of vanishing silently.
+#[derive(Clone)]
+pub(crate) struct Supervisor {
+    tasks: tokio_util::task::TaskTracker,
+    token: tokio_util::sync::CancellationToken,
+    health: Arc<Readiness>,
+}
+
+impl Supervisor {
+    /// Supervises tasks spawned on `tasks` under `token`, reporting to `health`.
+    pub(crate) fn new(
+        tasks: tokio_util::task::TaskTracker,
+        token: tokio_util::sync::CancellationToken,
+        health: Arc<Readiness>,
+    ) -> Self {
+        Self {
+            tasks,
+            token,
+            health,
+        }
+    }
+
+    /// The term's cancellation token.
+    pub(crate) fn token(&self) -> &tokio_util::sync::CancellationToken {
+        &self.token
+    }
+
+    /// Spawns `controller`'s task.
+    pub(crate) fn spawn(
+        &self,
+        controller: &'static str,
+        task: impl std::future::Future<Output = ()> + Send + 'static,
+    ) {
+        use futures::FutureExt;
+        let (token, health) = (self.token.clone(), self.health.clone());
+        self.tasks.spawn(async move {
+            let ended = std::panic::AssertUnwindSafe(task).catch_unwind().await;
+            if ended.is_err() || !token.is_cancelled() {
+                health.controller_stopped(controller);
+            }
+        });
     }
 }
 
@@ -83,5 +148,45 @@ impl CacheSync {
     pub(crate) async fn wait(&self) {
         let mut rx = self.pending.subscribe();
         let _ = rx.wait_for(|n| *n == 0).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio_util::sync::CancellationToken;
+    use tokio_util::task::TaskTracker;
+
+    fn supervised() -> (Supervisor, Arc<Readiness>, TaskTracker, CancellationToken) {
+        let health = Arc::new(Readiness::new(Arc::new(Metrics::new())));
+        let (tasks, token) = (TaskTracker::new(), CancellationToken::new());
+        let supervisor = Supervisor::new(tasks.clone(), token.clone(), health.clone());
+        (supervisor, health, tasks, token)
+    }
+
+    #[tokio::test]
+    async fn a_controller_that_ends_or_panics_makes_the_process_unhealthy() {
+        let (supervisor, health, tasks, _token) = supervised();
+        supervisor.spawn("quits", async {});
+        tasks.close();
+        tasks.wait().await;
+        assert_eq!(health.stopped_controller(), Some("quits"));
+
+        let (supervisor, health, tasks, _token) = supervised();
+        supervisor.spawn("panics", async { panic!("boom") });
+        tasks.close();
+        tasks.wait().await;
+        assert_eq!(health.stopped_controller(), Some("panics"));
+    }
+
+    #[tokio::test]
+    async fn stopping_on_request_is_healthy() {
+        let (supervisor, health, tasks, token) = supervised();
+        let cancelled = token.clone();
+        supervisor.spawn("serving", async move { cancelled.cancelled().await });
+        token.cancel();
+        tasks.close();
+        tasks.wait().await;
+        assert_eq!(health.stopped_controller(), None);
     }
 }

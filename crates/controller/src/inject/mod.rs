@@ -22,7 +22,6 @@ use kube::{Api, Client, Resource, ResourceExt};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use tokio_util::sync::CancellationToken;
-use tokio_util::task::TaskTracker;
 use tracing::{Instrument, debug, info, warn};
 
 use crate::ca::CaReceiver;
@@ -32,7 +31,7 @@ use crate::fights::{FightDetector, Verdict};
 use crate::metrics::Metrics;
 use crate::names;
 use crate::plumbing::{self, ReconcileError, ReconcileMeasurer};
-use crate::readiness::CacheSync;
+use crate::readiness::{CacheSync, Supervisor};
 
 /// How long a failed injection waits before the next attempt (conflicts retry sooner).
 const RETRY: Duration = Duration::from_secs(30);
@@ -269,7 +268,11 @@ async fn run<K: Target>(
         .modify(|obj| {
             plumbing::keep_annotations(
                 &mut obj.metadata,
-                &[names::INJECT_BETA, names::INJECT_ALPHA, names::INJECT_LEGACY],
+                &[
+                    names::INJECT_BETA,
+                    names::INJECT_ALPHA,
+                    names::INJECT_LEGACY,
+                ],
             )
         })
         .reflect(writer)
@@ -384,7 +387,9 @@ async fn inject<K: Target>(
         Outcome::Patch { .. } if kind.fights.paused_until(&describe(live.meta())).is_some() => {
             debug!(kind = flavor.name, object = %describe(live.meta()), "left alone: another writer keeps undoing the injection");
             let until = kind.fights.paused_until(&describe(live.meta()));
-            let wait = until.map_or(RETRY, |u| u.saturating_duration_since(tokio::time::Instant::now()));
+            let wait = until.map_or(RETRY, |u| {
+                u.saturating_duration_since(tokio::time::Instant::now())
+            });
             Ok(Action::requeue(wait.max(Duration::from_secs(1))))
         }
         Outcome::Patch {
@@ -441,13 +446,12 @@ async fn inject<K: Target>(
     }
 }
 
-/// Starts one injector per kind on `tasks`, and the legacy ConfigMap injector when given.
+/// Starts one injector per kind under `supervisor`, and the legacy ConfigMap injector when given.
 pub(crate) fn spawn_all(
-    tasks: &TaskTracker,
+    supervisor: &Supervisor,
     ctx: Arc<InjectContext>,
     cfg: &Config,
     legacy: Option<Flavor>,
-    token: &CancellationToken,
 ) {
     use k8s_openapi::api::admissionregistration::v1::{
         MutatingWebhookConfiguration, ValidatingWebhookConfiguration,
@@ -456,10 +460,9 @@ pub(crate) fn spawn_all(
     use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
     use k8s_openapi::kube_aggregator::pkg::apis::apiregistration::v1::APIService;
     let spawn = Spawner {
-        tasks,
+        supervisor,
         ctx: &ctx,
         cfg,
-        token,
     };
     spawn.standard::<ConfigMap>();
     if let Some(legacy) = legacy {
@@ -475,10 +478,9 @@ pub(crate) fn spawn_all(
 
 /// What every injector task is started with.
 struct Spawner<'a> {
-    tasks: &'a TaskTracker,
+    supervisor: &'a Supervisor,
     ctx: &'a Arc<InjectContext>,
     cfg: &'a Config,
-    token: &'a CancellationToken,
 }
 
 impl Spawner<'_> {
@@ -493,13 +495,16 @@ impl Spawner<'_> {
     where
         PartialObjectMeta<K>: Resource<DynamicType = ()>,
     {
-        self.tasks.spawn(run::<K>(
-            self.ctx.clone(),
-            self.cfg.watch_namespace.clone(),
-            self.cfg.concurrency,
-            flavor,
-            self.token.clone(),
-        ));
+        self.supervisor.spawn(
+            flavor.name,
+            run::<K>(
+                self.ctx.clone(),
+                self.cfg.watch_namespace.clone(),
+                self.cfg.concurrency,
+                flavor,
+                self.supervisor.token().clone(),
+            ),
+        );
     }
 }
 

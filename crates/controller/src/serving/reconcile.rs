@@ -669,15 +669,24 @@ fn view_of(secret: &Secret) -> SecretView<'_> {
 /// While something else keeps undoing our writes to this Secret, it is left alone: how long.
 fn left_alone(ctx: &ServingContext, subject: &Subject<'_>) -> Next {
     let until = ctx.fights.paused_until(&secret_key(subject))?;
-    debug!(secret = subject.secret_name, "left alone: another writer keeps undoing our writes");
-    Some(until.saturating_duration_since(tokio::time::Instant::now()).max(Duration::from_secs(1)))
+    debug!(
+        secret = subject.secret_name,
+        "left alone: another writer keeps undoing our writes"
+    );
+    Some(
+        until
+            .saturating_duration_since(tokio::time::Instant::now())
+            .max(Duration::from_secs(1)),
+    )
 }
 
 /// Records a write to the Secret; the write that makes a fight reports it once.
 async fn record_write(ctx: &ServingContext, subject: &Subject<'_>) {
     if let Verdict::FightStarted(_) = ctx.fights.record(&secret_key(subject)) {
         let other = crate::fights::other_manager(
-            subject.live.and_then(|l| l.metadata.managed_fields.as_ref()),
+            subject
+                .live
+                .and_then(|l| l.metadata.managed_fields.as_ref()),
         );
         let message = format!(
             "secret {} keeps being changed by {other} after service-ca writes it; service-ca leaves it alone for 30 minutes. Stop the other writer (e.g. the original service-ca, a GitOps tool or a policy)",
