@@ -82,7 +82,8 @@ impl Default for Config {
             cluster_domain: "cluster.local".into(),
             chain_order: ChainOrder::Portable,
             concurrency: 16,
-            key_pool_size: 16,
+            // Serves a burst of 50 new Services without waiting for RSA (~5 KiB per key).
+            key_pool_size: 64,
             // RSA key generation dominates issuance: use every core, but leave the runtime room.
             key_pool_threads: std::thread::available_parallelism()
                 .map(|n| n.get().min(4))

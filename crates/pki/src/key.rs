@@ -4,10 +4,9 @@ use std::fmt;
 
 use std::str::FromStr;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::mpsc::{Receiver, SyncSender, TryRecvError, TrySendError, sync_channel};
+use std::sync::mpsc::{Receiver, SyncSender, TryRecvError, sync_channel};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
-use std::time::Duration;
 use zeroize::Zeroizing;
 
 use aws_lc_rs::encoding::AsDer;
@@ -226,21 +225,12 @@ impl fmt::Debug for KeyPool {
     }
 }
 
+/// Generates keys until the pool is dropped. A full pool parks the thread in `send` (no polling):
+/// an idle, full pool costs no CPU.
 fn worker(alg: KeyAlgorithm, tx: SyncSender<Result<PrivateKey, PkiError>>, stop: Arc<AtomicBool>) {
     while !stop.load(Ordering::Relaxed) {
-        let mut item = generate_key(alg);
-        loop {
-            match tx.try_send(item) {
-                Ok(()) => break,
-                Err(TrySendError::Disconnected(_)) => return,
-                Err(TrySendError::Full(back)) => {
-                    if stop.load(Ordering::Relaxed) {
-                        return;
-                    }
-                    item = back;
-                    std::thread::sleep(Duration::from_millis(5));
-                }
-            }
+        if tx.send(generate_key(alg)).is_err() {
+            return; // the pool was dropped
         }
     }
 }
