@@ -15,6 +15,7 @@ fn req() -> ServingRequest<'static> {
         cluster_domain: "cluster.local",
         lifetime: DEFAULT_SERVING_LIFETIME,
         chain_order: ChainOrder::Portable,
+        extra_dns_names: &[],
     }
 }
 

@@ -48,6 +48,9 @@ pub struct ServingRequest<'a> {
     pub lifetime: Duration,
     /// Chain order of `tls.crt`.
     pub chain_order: ChainOrder,
+    /// DNS names added to the standard ones (`service-ca.dev/extra-dns-names`; validated by the
+    /// caller). The subject CN stays the first standard name.
+    pub extra_dns_names: &'a [String],
 }
 
 /// A freshly issued serving certificate.
@@ -126,8 +129,12 @@ pub fn issue_serving(
             not_after: ca.not_after(),
         });
     }
-    let names = serving_dns_names(req.service, req.namespace, req.headless, req.cluster_domain);
-    let cn = names.first().cloned().unwrap_or_default();
+    let standard = serving_dns_names(req.service, req.namespace, req.headless, req.cluster_domain);
+    let cn = standard.first().cloned().unwrap_or_default();
+    let mut names = standard;
+    names.extend(req.extra_dns_names.iter().cloned());
+    names.sort();
+    names.dedup();
     let mut p = CertificateParams::default();
     p.distinguished_name = cn_dn(&cn);
     p.subject_alt_names = names

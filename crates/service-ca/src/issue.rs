@@ -197,6 +197,7 @@ pub async fn run(args: IssueArgs) -> anyhow::Result<Outcome> {
         cluster_domain: &args.cluster_domain,
         lifetime: args.lifetime,
         chain_order: ChainOrder::Portable,
+        extra_dns_names: &[],
     };
     let key = generate_key(args.key_algorithm).context("generating the certificate's key")?;
     let issued = issue_serving(&ca, &req, key, now).with_context(|| {

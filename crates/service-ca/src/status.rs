@@ -1200,6 +1200,7 @@ mod tests {
                 cluster_domain: "cluster.local",
                 lifetime,
                 chain_order: ChainOrder::Portable,
+                extra_dns_names: &[],
             };
             issue_serving(ca, &req, generate_key(cfg.key_algorithm).unwrap(), now)
                 .unwrap()

@@ -479,6 +479,7 @@ mod tests {
                 cluster_domain: "cluster.local",
                 lifetime,
                 chain_order: ChainOrder::Portable,
+                extra_dns_names: &[],
             },
             key,
             NOW,

@@ -427,6 +427,7 @@ async fn issue(
         cluster_domain: &ctx.cfg.cluster_domain,
         lifetime: ctx.cfg.leaf_lifetime,
         chain_order: ctx.cfg.chain_order,
+        extra_dns_names: &[],
     };
     let issued = service_ca_pki::issue_serving(subject.ca, &request, key, subject.now)?;
     let mut desired = desired_secret(

@@ -31,6 +31,7 @@ pub fn req<'a>(svc: &'a str, ns: &'a str, headless: bool, order: ChainOrder) -> 
         cluster_domain: "cluster.local",
         lifetime: DEFAULT_SERVING_LIFETIME,
         chain_order: order,
+        extra_dns_names: &[],
     }
 }
 
