@@ -95,7 +95,11 @@ impl Supervisor {
         use futures::FutureExt;
         let (token, health) = (self.token.clone(), self.health.clone());
         self.tasks.spawn(async move {
-            let ended = std::panic::AssertUnwindSafe(task).catch_unwind().await;
+            // Cancelling the term drops the task at once, in-flight reconciles included: a leader
+            // that lost its lease sends nothing more (every write is idempotent, so whatever was
+            // cut short is finished by the next leader).
+            let run = token.run_until_cancelled(task);
+            let ended = std::panic::AssertUnwindSafe(run).catch_unwind().await;
             if ended.is_err() || !token.is_cancelled() {
                 health.controller_stopped(controller);
             }
@@ -177,6 +181,23 @@ mod tests {
         tasks.close();
         tasks.wait().await;
         assert_eq!(health.stopped_controller(), Some("panics"));
+    }
+
+    #[tokio::test]
+    async fn cancelling_the_term_drops_work_in_flight() {
+        let (supervisor, health, tasks, token) = supervised();
+        let finished = Arc::new(AtomicBool::new(false));
+        let flag = finished.clone();
+        supervisor.spawn("serving", async move {
+            // A reconcile that would write after a long call.
+            tokio::time::sleep(std::time::Duration::from_secs(3600)).await;
+            flag.store(true, Ordering::SeqCst);
+        });
+        token.cancel();
+        tasks.close();
+        tasks.wait().await;
+        assert!(!finished.load(Ordering::SeqCst));
+        assert_eq!(health.stopped_controller(), None);
     }
 
     #[tokio::test]
