@@ -4,6 +4,7 @@ SHELL := bash
 CARGO ?= cargo
 
 .PHONY: run stop test check-openssl lint unit e2e bench testenv build kubectl clean-local
+.PHONY: tools monitoring-test
 
 ## Start the local control plane if no cluster is configured, then the controller against it.
 run:
@@ -14,7 +15,7 @@ stop:
 	@bash hack/stop.sh
 
 ## Format check, clippy, unit tests and e2e tests against a real kube-apiserver.
-test: check-openssl lint
+test: check-openssl lint tools monitoring-test
 	@export SERVICE_CA_TESTENV_BIN="$$(bash testenv/build.sh)"; \
 	  $(CARGO) test --workspace --all-targets --no-fail-fast
 
@@ -51,3 +52,12 @@ build:
 
 clean-local: stop
 	rm -rf .local
+
+## Build (or find in the cache) helm and promtool from hack/tools/go.mod and print their paths.
+tools:
+	@bash hack/tools/build.sh helm
+	@bash hack/tools/build.sh promtool
+
+## promtool: check the alerting rules and run their unit tests (deploy/monitoring/tests).
+monitoring-test:
+	@bash deploy/monitoring/test.sh
