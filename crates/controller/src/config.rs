@@ -63,6 +63,9 @@ pub struct Config {
     pub legacy_injector: bool,
     /// Extra CA file appended by the legacy injector (the pod's ServiceAccount `ca.crt`).
     pub legacy_ca_file: Option<std::path::PathBuf>,
+    /// Let Services request wildcard extra DNS names outside their own domain
+    /// (`service-ca.dev/extra-dns-names: *.example.com`); default: only `*.<svc>.<ns>.svc…`.
+    pub allow_external_wildcards: bool,
 }
 
 impl Default for Config {
@@ -90,6 +93,7 @@ impl Default for Config {
                 .unwrap_or(1),
             legacy_injector: false,
             legacy_ca_file: Some(DEFAULT_LEGACY_CA_FILE.into()),
+            allow_external_wildcards: false,
         }
     }
 }

@@ -99,3 +99,22 @@ pub const PROJECT_PREFIX: &str = "service-ca.dev/";
 pub const RENEW_REQUEST: &str = "service-ca.dev/renew";
 /// On a serving Secret: the renew token its certificate was issued for.
 pub const RENEWED_FOR: &str = "service-ca.dev/renewed-for";
+/// On a Service: `"true"` (any case) also puts the CA bundle into its serving Secret as [`CA_CRT`],
+/// kept current when the CA changes.
+pub const INCLUDE_CA: &str = "service-ca.dev/include-ca";
+/// On a Service: comma-separated extra formats written into its serving Secret; known:
+/// [`TLS_COMBINED_PEM`].
+pub const FORMATS: &str = "service-ca.dev/formats";
+/// On a Service: the serving key's algorithm (`ecdsa-p256`, `ecdsa-p384`, `rsa-2048`, `rsa-3072`,
+/// `rsa-4096`) instead of the configured default.
+pub const KEY_ALGORITHM: &str = "service-ca.dev/key-algorithm";
+/// On a Service: comma-separated DNS names added to the certificate's standard names.
+pub const EXTRA_DNS_NAMES: &str = "service-ca.dev/extra-dns-names";
+/// On a Service: `k=v,k2=v2` labels copied onto its serving Secret.
+pub const SECRET_LABELS: &str = "service-ca.dev/secret-labels";
+/// On a Service: `k=v,k2=v2` annotations copied onto its serving Secret.
+pub const SECRET_ANNOTATIONS: &str = "service-ca.dev/secret-annotations";
+/// Serving Secret ([`INCLUDE_CA`]): the CA bundle.
+pub const CA_CRT: &str = "ca.crt";
+/// Serving Secret ([`FORMATS`]): the private key followed by the certificate chain, in one PEM.
+pub const TLS_COMBINED_PEM: &str = "tls-combined.pem";

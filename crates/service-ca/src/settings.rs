@@ -269,6 +269,9 @@ settings! {
     /// Run the legacy ("vulnerable") injector for ConfigMaps named openshift-service-ca.crt.
     #[arg(num_args = 0..=1, default_missing_value = "true")]
     legacy_injector: bool => legacy_injector;
+    /// Let Services request wildcard extra DNS names outside their own domain (service-ca.dev/extra-dns-names).
+    #[arg(num_args = 0..=1, default_missing_value = "true")]
+    allow_external_wildcards: bool => allow_external_wildcards;
     /// CA file the legacy injector appends.
     legacy_ca_file: PathBuf => legacy_ca_file;
 }

@@ -6,7 +6,7 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use service_ca_pki::{ReissueReason, SigningCa};
+use service_ca_pki::{KeyAlgorithm, ReissueReason, SigningCa};
 use time::OffsetDateTime;
 
 use crate::names::{self, first_non_empty};
@@ -43,6 +43,12 @@ pub(crate) struct SecretView<'a> {
     pub(crate) extra_keys: Vec<&'a str>,
     /// Whether the Secret carries the managed-by label.
     pub(crate) labelled: bool,
+    /// Secret labels.
+    pub(crate) labels: Option<&'a BTreeMap<String, String>>,
+    /// `data["ca.crt"]` (only kept when the Service asks for it).
+    pub(crate) ca_crt: Option<&'a [u8]>,
+    /// `data["tls-combined.pem"]` (only kept when the Service asks for it).
+    pub(crate) combined_pem: Option<&'a [u8]>,
 }
 
 /// Never prints the key.
@@ -56,6 +62,9 @@ impl std::fmt::Debug for SecretView<'_> {
             .field("has_tls_key", &self.tls_key.is_some())
             .field("extra_keys", &self.extra_keys)
             .field("labelled", &self.labelled)
+            .field("labels", &self.labels)
+            .field("has_ca_crt", &self.ca_crt.is_some())
+            .field("has_combined_pem", &self.combined_pem.is_some())
             .finish()
     }
 }
@@ -69,6 +78,8 @@ pub(crate) struct DecideConfig<'a> {
     pub(crate) renew_before: Duration,
     /// Namespaces whose Services never get a certificate.
     pub(crate) denied_namespaces: &'a [String],
+    /// Wildcard extra DNS names outside the Service's own domain are allowed.
+    pub(crate) allow_external_wildcards: bool,
 }
 
 /// Why a Secret is being (re-)issued.
@@ -80,6 +91,8 @@ pub(crate) enum IssueReason {
     Certificate(ReissueReason),
     /// A user asked for a new certificate (`service-ca renew`, names::RENEW_REQUEST).
     Requested,
+    /// The key's algorithm is not the one the Service asks for (names::KEY_ALGORITHM).
+    KeyAlgorithm,
 }
 
 impl IssueReason {
@@ -89,6 +102,7 @@ impl IssueReason {
             IssueReason::Missing => "missing",
             IssueReason::Certificate(r) => r.as_str(),
             IssueReason::Requested => "requested",
+            IssueReason::KeyAlgorithm => "key_algorithm",
         }
     }
 }
@@ -98,6 +112,9 @@ impl IssueReason {
 pub(crate) struct Tidy {
     /// Data keys to remove (docs/behavior.md §8.2 step 5).
     pub(crate) remove_keys: Vec<String>,
+    /// Requested extra data keys (`ca.crt`, `tls-combined.pem`) to (re)write from the current
+    /// bundle and the Secret's own `tls.crt`/`tls.key`.
+    pub(crate) write_keys: Vec<String>,
     /// The ownerReference to the Service is missing or stale.
     pub(crate) owner_reference: bool,
     /// Informational/expiry annotations or the managed-by label are missing or stale.
@@ -106,7 +123,10 @@ pub(crate) struct Tidy {
 
 impl Tidy {
     fn is_empty(&self) -> bool {
-        self.remove_keys.is_empty() && !self.owner_reference && !self.metadata
+        self.remove_keys.is_empty()
+            && self.write_keys.is_empty()
+            && !self.owner_reference
+            && !self.metadata
     }
 }
 
@@ -123,6 +143,8 @@ pub(crate) enum Refusal {
     SystemService,
     /// The Service's namespace is on the administrator's deny list.
     DeniedNamespace,
+    /// A `service-ca.dev/*` request annotation on the Service is invalid (the text says which).
+    InvalidRequest(String),
 }
 
 impl Refusal {
@@ -132,6 +154,7 @@ impl Refusal {
             Refusal::InvalidSecretName(why) => {
                 format!("invalid secret name {secret:?} in annotation: {why}")
             }
+            Refusal::InvalidRequest(why) => why.clone(),
             // Same text as the original, so existing tooling that greps for it keeps working.
             Refusal::ForeignSecret => {
                 format!("secret {namespace}/{secret} does not have corresponding service UID {uid}")
@@ -157,6 +180,7 @@ impl Refusal {
             Refusal::WrongType(_) => "wrong_secret_type",
             Refusal::SystemService => "system_service",
             Refusal::DeniedNamespace => "denied_namespace",
+            Refusal::InvalidRequest(_) => "invalid_request",
         }
     }
 
@@ -261,6 +285,257 @@ pub(crate) fn validate_secret_name(name: &str) -> Result<(), String> {
     Ok(())
 }
 
+/// The opt-in extras a Service asks for with `service-ca.dev/*` annotations (README "Beyond the
+/// original"). A Service without them gets exactly the original's Secret.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub(crate) struct Extras {
+    /// `ca.crt` = the CA bundle (names::INCLUDE_CA).
+    pub(crate) include_ca: bool,
+    /// `tls-combined.pem` = key + chain (names::FORMATS).
+    pub(crate) combined_pem: bool,
+    /// The serving key's algorithm (names::KEY_ALGORITHM); None: the configured default.
+    pub(crate) key_algorithm: Option<KeyAlgorithm>,
+    /// Validated DNS names added to the standard ones (names::EXTRA_DNS_NAMES).
+    pub(crate) extra_dns_names: Vec<String>,
+    /// Labels copied onto the Secret (names::SECRET_LABELS).
+    pub(crate) secret_labels: BTreeMap<String, String>,
+    /// Annotations copied onto the Secret (names::SECRET_ANNOTATIONS).
+    pub(crate) secret_annotations: BTreeMap<String, String>,
+}
+
+impl Extras {
+    /// The data keys beyond `tls.crt`/`tls.key` the Secret carries.
+    pub(crate) fn data_keys(&self) -> Vec<&'static str> {
+        let mut keys = Vec::new();
+        if self.include_ca {
+            keys.push(names::CA_CRT);
+        }
+        if self.combined_pem {
+            keys.push(names::TLS_COMBINED_PEM);
+        }
+        keys
+    }
+}
+
+/// The requested extra data: `ca.crt` = `bundle`; `tls-combined.pem` = `tls_key` then `tls_crt`.
+pub(crate) fn extra_data(
+    extras: &Extras,
+    bundle: &str,
+    tls_crt: &[u8],
+    tls_key: &[u8],
+) -> Vec<(&'static str, Vec<u8>)> {
+    let mut data = Vec::new();
+    if extras.include_ca {
+        data.push((names::CA_CRT, bundle.as_bytes().to_vec()));
+    }
+    if extras.combined_pem {
+        let mut combined = tls_key.to_vec();
+        if !combined.is_empty() && !combined.ends_with(b"\n") {
+            combined.push(b'\n');
+        }
+        combined.extend_from_slice(tls_crt);
+        data.push((names::TLS_COMBINED_PEM, combined));
+    }
+    data
+}
+
+/// The algorithm of a PEM private key, if it parses.
+fn key_algorithm_of(tls_key: Option<&[u8]>) -> Option<KeyAlgorithm> {
+    let text = std::str::from_utf8(tls_key?).ok()?;
+    service_ca_pki::PrivateKey::from_pem(text)
+        .ok()
+        .map(|k| k.algorithm())
+}
+
+/// Most extra DNS names one Service may ask for.
+const MAX_EXTRA_DNS_NAMES: usize = 100;
+
+/// Reads and validates the Service's `service-ca.dev/*` requests; the error names the annotation
+/// and what is wrong with it.
+pub(crate) fn extras(svc: &ServiceView<'_>, cfg: &DecideConfig<'_>) -> Result<Extras, String> {
+    let get = |key: &str| {
+        svc.annotations
+            .and_then(|a| a.get(key))
+            .map(|v| v.trim())
+            .filter(|v| !v.is_empty())
+    };
+    let invalid = |key: &str, why: String| format!("invalid annotation {key}: {why}");
+    let mut extras = Extras {
+        include_ca: get(names::INCLUDE_CA).is_some_and(|v| v.eq_ignore_ascii_case("true")),
+        ..Extras::default()
+    };
+    for format in get(names::FORMATS).into_iter().flat_map(|v| v.split(',')) {
+        match format.trim() {
+            "" => {}
+            names::TLS_COMBINED_PEM => extras.combined_pem = true,
+            other => {
+                return Err(invalid(
+                    names::FORMATS,
+                    format!(
+                        "unknown format {other:?} (known: {})",
+                        names::TLS_COMBINED_PEM
+                    ),
+                ));
+            }
+        }
+    }
+    if let Some(v) = get(names::KEY_ALGORITHM) {
+        let alg = v.parse::<KeyAlgorithm>().map_err(|_| {
+            let known: Vec<&str> = KeyAlgorithm::ALL.iter().map(|a| a.as_str()).collect();
+            invalid(
+                names::KEY_ALGORITHM,
+                format!("unknown algorithm {v:?} (known: {})", known.join(", ")),
+            )
+        })?;
+        extras.key_algorithm = Some(alg);
+    }
+    for name in get(names::EXTRA_DNS_NAMES)
+        .into_iter()
+        .flat_map(|v| v.split(','))
+        .map(str::trim)
+        .filter(|n| !n.is_empty())
+    {
+        validate_extra_dns_name(name, svc, cfg)
+            .map_err(|why| invalid(names::EXTRA_DNS_NAMES, format!("{name:?}: {why}")))?;
+        extras.extra_dns_names.push(name.to_string());
+    }
+    extras.extra_dns_names.sort();
+    extras.extra_dns_names.dedup();
+    if extras.extra_dns_names.len() > MAX_EXTRA_DNS_NAMES {
+        return Err(invalid(
+            names::EXTRA_DNS_NAMES,
+            format!("more than {MAX_EXTRA_DNS_NAMES} names"),
+        ));
+    }
+    if let Some(v) = get(names::SECRET_LABELS) {
+        extras.secret_labels =
+            parse_pairs(v, true).map_err(|why| invalid(names::SECRET_LABELS, why))?;
+    }
+    if let Some(v) = get(names::SECRET_ANNOTATIONS) {
+        extras.secret_annotations =
+            parse_pairs(v, false).map_err(|why| invalid(names::SECRET_ANNOTATIONS, why))?;
+    }
+    Ok(extras)
+}
+
+/// An extra DNS name: a DNS-1123 subdomain of at least two labels, optionally with a leading
+/// `*.`. A name in the cluster's Service namespace (`….svc`, `….<cluster domain>`) must be the
+/// Service's own (`<svc>.<ns>.svc…` or below), so no Service can claim another's name; a wildcard
+/// must be inside the Service's own domain unless the administrator allows external wildcards.
+fn validate_extra_dns_name(
+    name: &str,
+    svc: &ServiceView<'_>,
+    cfg: &DecideConfig<'_>,
+) -> Result<(), String> {
+    let (wildcard, rest) = match name.strip_prefix("*.") {
+        Some(rest) => (true, rest),
+        None => (false, name),
+    };
+    validate_secret_name(rest)?;
+    if name.split('.').any(|label| label.len() > 63) {
+        return Err("a part is longer than 63 characters".into());
+    }
+    if !rest.contains('.') {
+        return Err("a single-label name is not allowed".into());
+    }
+    let domain = cfg.cluster_domain.trim_matches('.');
+    let base = format!("{}.{}.svc", svc.name, svc.namespace);
+    let full = format!("{base}.{domain}");
+    let within = |n: &str, d: &str| n == d || n.ends_with(&format!(".{d}"));
+    let own = within(rest, &base) || within(rest, &full);
+    let cluster_internal = within(rest, "svc") || within(rest, domain);
+    if cluster_internal && !own {
+        return Err(format!(
+            "a cluster-internal name outside this Service's own domain ({base}, {full})"
+        ));
+    }
+    if wildcard && !own && !cfg.allow_external_wildcards {
+        return Err(format!(
+            "a wildcard outside this Service's own domain ({base}, {full}); the administrator can allow it with --allow-external-wildcards"
+        ));
+    }
+    Ok(())
+}
+
+/// Label and annotation keys service-ca writes itself: a template never sets them.
+fn reserved_key(key: &str) -> bool {
+    key == names::MANAGED_BY_LABEL
+        || key == names::OWNING_COMPONENT
+        || key == names::DESCRIPTION
+        || [
+            "service.beta.openshift.io/",
+            "service.alpha.openshift.io/",
+            names::PROJECT_PREFIX,
+        ]
+        .iter()
+        .any(|p| key.starts_with(p))
+}
+
+/// `k=v,k2=v2` with Kubernetes-valid keys (and, for labels, values), none of them service-ca's own.
+fn parse_pairs(text: &str, labels: bool) -> Result<BTreeMap<String, String>, String> {
+    let mut pairs = BTreeMap::new();
+    for item in text.split(',').map(str::trim).filter(|i| !i.is_empty()) {
+        let Some((key, value)) = item.split_once('=') else {
+            return Err(format!("{item:?} is not key=value"));
+        };
+        let (key, value) = (key.trim(), value.trim());
+        validate_qualified_name(key).map_err(|why| format!("key {key:?}: {why}"))?;
+        if reserved_key(key) {
+            return Err(format!("key {key:?} is service-ca's own"));
+        }
+        if labels {
+            if value.len() > 63 {
+                return Err(format!("value of {key:?} is longer than 63 characters"));
+            }
+            if !value.is_empty() {
+                validate_name_part(value).map_err(|why| format!("value of {key:?}: {why}"))?;
+            }
+        }
+        pairs.insert(key.to_string(), value.to_string());
+    }
+    Ok(pairs)
+}
+
+/// A label or annotation key: `[prefix/]name`, the prefix a DNS subdomain.
+fn validate_qualified_name(key: &str) -> Result<(), String> {
+    let name = match key.split_once('/') {
+        Some((prefix, name)) => {
+            validate_secret_name(prefix).map_err(|why| format!("prefix: {why}"))?;
+            name
+        }
+        None => key,
+    };
+    if name.is_empty() || name.len() > 63 {
+        return Err("the name part must have 1 to 63 characters".into());
+    }
+    validate_name_part(name)
+}
+
+/// Letters, digits, `-`, `_`, `.`; starting and ending with a letter or digit.
+fn validate_name_part(part: &str) -> Result<(), String> {
+    let ok = |c: char| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.');
+    if let Some(c) = part.chars().find(|c| !ok(*c)) {
+        return Err(format!(
+            "character {c:?} is not allowed (letters, digits, '-', '_' and '.')"
+        ));
+    }
+    let alnum = |c: Option<char>| c.is_some_and(|c| c.is_ascii_alphanumeric());
+    if !alnum(part.chars().next()) || !alnum(part.chars().last()) {
+        return Err("must start and end with a letter or digit".into());
+    }
+    Ok(())
+}
+
+/// Whether every requested template label and annotation is on the Secret.
+fn template_in_order(extras: &Extras, secret: &SecretView<'_>) -> bool {
+    let has = |map: Option<&BTreeMap<String, String>>, wanted: &BTreeMap<String, String>| {
+        wanted
+            .iter()
+            .all(|(k, v)| map.and_then(|m| m.get(k)) == Some(v))
+    };
+    has(secret.labels, &extras.secret_labels) && has(secret.annotations, &extras.secret_annotations)
+}
+
 /// Decides what to do for one Service (docs/behavior.md §7.2–§7.4, §8.2, with the documented improvements:
 /// foreign Secrets are never touched, metadata of our Secrets is preserved, expiry is read from
 /// the certificate itself).
@@ -281,18 +556,25 @@ pub(crate) fn decide(
     if let Err(why) = validate_secret_name(secret_name) {
         return Decision::Refuse(Refusal::InvalidSecretName(why));
     }
+    let extras = match extras(svc, cfg) {
+        Ok(extras) => extras,
+        Err(why) => return Decision::Refuse(Refusal::InvalidRequest(why)),
+    };
     let Some(secret) = secret else {
         return Decision::Issue(IssueReason::Missing);
     };
     if !secret_belongs_to(secret, svc.uid) {
         return Decision::Refuse(Refusal::ForeignSecret);
     }
-    let expected = service_ca_pki::serving_dns_names(
+    let mut expected = service_ca_pki::serving_dns_names(
         svc.name,
         svc.namespace,
         svc.headless,
         cfg.cluster_domain,
     );
+    expected.extend(extras.extra_dns_names.iter().cloned());
+    expected.sort();
+    expected.dedup();
     let leaf = secret
         .tls_crt
         .and_then(|crt| service_ca_pki::parse_pem_certs(crt).ok())
@@ -327,15 +609,44 @@ pub(crate) fn decide(
     {
         return Decision::Issue(IssueReason::Requested);
     }
+    if let Some(wanted) = extras.key_algorithm
+        && key_algorithm_of(secret.tls_key) != Some(wanted)
+    {
+        return Decision::Issue(IssueReason::KeyAlgorithm);
+    }
     let Some(leaf) = leaf else {
         return Decision::Issue(IssueReason::Certificate(ReissueReason::Unparsable));
     };
+    let wanted_keys = extras.data_keys();
+    let current = extra_data(
+        &extras,
+        &ca.bundle_pem(),
+        secret.tls_crt.unwrap_or_default(),
+        secret.tls_key.unwrap_or_default(),
+    );
     let tidy = Tidy {
-        remove_keys: secret.extra_keys.iter().map(|k| k.to_string()).collect(),
+        remove_keys: secret
+            .extra_keys
+            .iter()
+            .filter(|k| !wanted_keys.contains(k))
+            .map(|k| k.to_string())
+            .collect(),
+        write_keys: current
+            .iter()
+            .filter(|(k, v)| {
+                let have = match *k {
+                    names::CA_CRT => secret.ca_crt,
+                    _ => secret.combined_pem,
+                };
+                have != Some(v.as_slice())
+            })
+            .map(|(k, _)| k.to_string())
+            .collect(),
         owner_reference: !secret.owners.iter().any(|(api, kind, name, uid)| {
             *api == "v1" && *kind == "Service" && *name == svc.name && *uid == svc.uid
         }),
-        metadata: !metadata_in_order(svc, secret, leaf.not_after),
+        metadata: !metadata_in_order(svc, secret, leaf.not_after)
+            || !template_in_order(&extras, secret),
     };
     if !tidy.is_empty() {
         return Decision::Tidy {
@@ -530,6 +841,9 @@ mod tests {
             tls_key: Some(f.key.as_bytes()),
             extra_keys: vec![],
             labelled: true,
+            labels: None,
+            ca_crt: None,
+            combined_pem: None,
         }
     }
 
@@ -551,6 +865,7 @@ mod tests {
             cluster_domain: "cluster.local",
             renew_before: 30 * DAY,
             denied_namespaces: &[],
+            allow_external_wildcards: false,
         };
         decide(&svc, name, secret, &f.ca, &cfg, now)
     }
@@ -825,6 +1140,7 @@ mod tests {
             cluster_domain: "cluster.local",
             renew_before: 30 * DAY,
             denied_namespaces: &[],
+            allow_external_wildcards: false,
         };
         let mut svc_annotations = f.svc_annotations.clone();
         svc_annotations.insert(names::RENEW_REQUEST.into(), "1700000000".into());
@@ -867,6 +1183,7 @@ mod tests {
             cluster_domain: "cluster.local",
             renew_before: 30 * DAY,
             denied_namespaces,
+            allow_external_wildcards: false,
         };
         let decide_for = |svc: ServiceView<'_>, cfg: DecideConfig<'_>| {
             decide(&svc, "api-tls", None, &f.ca, &cfg, NOW)
@@ -887,6 +1204,354 @@ mod tests {
             decide_for(svc("default", "api"), cfg(&denied)),
             Decision::Issue(IssueReason::Missing)
         );
+    }
+
+    /// (what, extra Service annotations, secret, external wildcards allowed, expected decision)
+    type ExtrasRow<'a> = (
+        &'static str,
+        Vec<(&'static str, &'static str)>,
+        SecretView<'a>,
+        bool,
+        Decision,
+    );
+
+    /// `decide` for the fixture's Service with extra annotations and a Secret.
+    fn run_with(
+        f: &Fixture,
+        extra: &[(&str, &str)],
+        secret: Option<&SecretView<'_>>,
+        allow_external_wildcards: bool,
+    ) -> Decision {
+        let mut a = f.svc_annotations.clone();
+        a.extend(extra.iter().map(|(k, v)| (k.to_string(), v.to_string())));
+        let svc = ServiceView {
+            name: "api",
+            namespace: "shop",
+            uid: UID,
+            headless: false,
+            annotations: Some(&a),
+        };
+        let cfg = DecideConfig {
+            cluster_domain: "cluster.local",
+            renew_before: 30 * DAY,
+            denied_namespaces: &[],
+            allow_external_wildcards,
+        };
+        decide(&svc, "api-tls", secret, &f.ca, &cfg, NOW)
+    }
+
+    #[test]
+    fn extras_table() {
+        let f = fixture();
+        let not_after = service_ca_pki::parse_pem_certs(f.crt.as_bytes()).unwrap()[0].not_after;
+        let bundle = f.ca.bundle_pem();
+        let combined = format!("{}{}", f.key, f.crt);
+        let tidy = |t: Tidy| Decision::Tidy { tidy: t, not_after };
+        let write = |keys: &[&str]| {
+            tidy(Tidy {
+                write_keys: keys.iter().map(|k| k.to_string()).collect(),
+                ..Tidy::default()
+            })
+        };
+        let refused = |d: &Decision| matches!(d, Decision::Refuse(Refusal::InvalidRequest(_)));
+        let labels: BTreeMap<String, String> = [
+            (
+                names::MANAGED_BY_LABEL.to_string(),
+                "service-ca".to_string(),
+            ),
+            ("team".to_string(), "a".to_string()),
+        ]
+        .into();
+        let mut with_template = f.annotations.clone();
+        with_template.insert("example.com/owner".into(), "ops".into());
+        let rows: Vec<ExtrasRow<'_>> = vec![
+            (
+                "ca.crt requested, absent",
+                vec![(names::INCLUDE_CA, "true")],
+                good(&f),
+                false,
+                write(&[names::CA_CRT]),
+            ),
+            (
+                "ca.crt requested, stale bundle",
+                vec![(names::INCLUDE_CA, "True")],
+                SecretView {
+                    ca_crt: Some(b"old"),
+                    extra_keys: vec![names::CA_CRT],
+                    ..good(&f)
+                },
+                false,
+                write(&[names::CA_CRT]),
+            ),
+            (
+                "ca.crt requested, current",
+                vec![(names::INCLUDE_CA, "true")],
+                SecretView {
+                    ca_crt: Some(bundle.as_bytes()),
+                    extra_keys: vec![names::CA_CRT],
+                    ..good(&f)
+                },
+                false,
+                Decision::UpToDate {
+                    renew_at: not_after - 30 * DAY,
+                    not_after,
+                },
+            ),
+            (
+                "ca.crt no longer requested",
+                vec![(names::INCLUDE_CA, "false")],
+                SecretView {
+                    ca_crt: Some(bundle.as_bytes()),
+                    extra_keys: vec![names::CA_CRT],
+                    ..good(&f)
+                },
+                false,
+                tidy(Tidy {
+                    remove_keys: vec![names::CA_CRT.into()],
+                    ..Tidy::default()
+                }),
+            ),
+            (
+                "combined requested, absent",
+                vec![(names::FORMATS, " tls-combined.pem ,")],
+                good(&f),
+                false,
+                write(&[names::TLS_COMBINED_PEM]),
+            ),
+            (
+                "combined requested, current",
+                vec![(names::FORMATS, "tls-combined.pem")],
+                SecretView {
+                    combined_pem: Some(combined.as_bytes()),
+                    extra_keys: vec![names::TLS_COMBINED_PEM],
+                    ..good(&f)
+                },
+                false,
+                Decision::UpToDate {
+                    renew_at: not_after - 30 * DAY,
+                    not_after,
+                },
+            ),
+            (
+                "unknown format",
+                vec![(names::FORMATS, "jks")],
+                good(&f),
+                false,
+                Decision::Refuse(Refusal::InvalidRequest(
+                    "invalid annotation service-ca.dev/formats: unknown format \"jks\" (known: tls-combined.pem)".into(),
+                )),
+            ),
+            (
+                "key algorithm matches (fixture keys are P-256)",
+                vec![(names::KEY_ALGORITHM, "ecdsa-p256")],
+                good(&f),
+                false,
+                Decision::UpToDate {
+                    renew_at: not_after - 30 * DAY,
+                    not_after,
+                },
+            ),
+            (
+                "key algorithm differs",
+                vec![(names::KEY_ALGORITHM, "rsa-3072")],
+                good(&f),
+                false,
+                Decision::Issue(IssueReason::KeyAlgorithm),
+            ),
+            (
+                "extra DNS name not in the certificate",
+                vec![(names::EXTRA_DNS_NAMES, "api.example.com")],
+                good(&f),
+                false,
+                Decision::Issue(IssueReason::Certificate(ReissueReason::WrongNames)),
+            ),
+            (
+                "extra names that are the standard ones",
+                vec![(names::EXTRA_DNS_NAMES, "api.shop.svc,api.shop.svc.cluster.local")],
+                good(&f),
+                false,
+                Decision::UpToDate {
+                    renew_at: not_after - 30 * DAY,
+                    not_after,
+                },
+            ),
+            (
+                "template label missing",
+                vec![(names::SECRET_LABELS, "team=a")],
+                good(&f),
+                false,
+                tidy(Tidy {
+                    metadata: true,
+                    ..Tidy::default()
+                }),
+            ),
+            (
+                "template in place",
+                vec![
+                    (names::SECRET_LABELS, "team=a"),
+                    (names::SECRET_ANNOTATIONS, "example.com/owner=ops"),
+                ],
+                SecretView {
+                    labels: Some(&labels),
+                    annotations: Some(&with_template),
+                    ..good(&f)
+                },
+                false,
+                Decision::UpToDate {
+                    renew_at: not_after - 30 * DAY,
+                    not_after,
+                },
+            ),
+        ];
+        for (what, extra, secret, allow, expected) in rows {
+            assert_eq!(
+                run_with(&f, &extra, Some(&secret), allow),
+                expected,
+                "{what}"
+            );
+        }
+        // Refused before anything is written, Secret or not.
+        for (what, extra, allow) in [
+            (
+                "bad key algorithm",
+                vec![(names::KEY_ALGORITHM, "dsa-1024")],
+                false,
+            ),
+            (
+                "uppercase name",
+                vec![(names::EXTRA_DNS_NAMES, "API.example.com")],
+                false,
+            ),
+            (
+                "single label",
+                vec![(names::EXTRA_DNS_NAMES, "localhost")],
+                false,
+            ),
+            (
+                "another Service's name",
+                vec![(names::EXTRA_DNS_NAMES, "db.shop.svc")],
+                false,
+            ),
+            (
+                "another namespace",
+                vec![(names::EXTRA_DNS_NAMES, "api.bank.svc.cluster.local")],
+                true,
+            ),
+            (
+                "external wildcard",
+                vec![(names::EXTRA_DNS_NAMES, "*.example.com")],
+                false,
+            ),
+            (
+                "wildcard in the middle",
+                vec![(names::EXTRA_DNS_NAMES, "a.*.example.com")],
+                true,
+            ),
+            (
+                "label without =",
+                vec![(names::SECRET_LABELS, "team")],
+                false,
+            ),
+            (
+                "bad label value",
+                vec![(names::SECRET_LABELS, "team=a b")],
+                false,
+            ),
+            (
+                "managed-by label",
+                vec![(names::SECRET_LABELS, "app.kubernetes.io/managed-by=me")],
+                false,
+            ),
+            (
+                "our annotation",
+                vec![(
+                    names::SECRET_ANNOTATIONS,
+                    "service.beta.openshift.io/expiry=x",
+                )],
+                false,
+            ),
+        ] {
+            assert!(refused(&run_with(&f, &extra, None, allow)), "{what}");
+            assert!(
+                refused(&run_with(&f, &extra, Some(&good(&f)), allow)),
+                "{what}"
+            );
+        }
+        // Allowed names: own wildcards always, external wildcards when the administrator says so.
+        for (what, extra, allow) in [
+            (
+                "own wildcard",
+                vec![(names::EXTRA_DNS_NAMES, "*.api.shop.svc")],
+                false,
+            ),
+            (
+                "own sub-wildcard",
+                vec![(names::EXTRA_DNS_NAMES, "*.v1.api.shop.svc.cluster.local")],
+                false,
+            ),
+            (
+                "external wildcard allowed",
+                vec![(names::EXTRA_DNS_NAMES, "*.example.com")],
+                true,
+            ),
+            (
+                "annotation with a free value",
+                vec![(names::SECRET_ANNOTATIONS, "example.com/note=any thing: ok")],
+                false,
+            ),
+        ] {
+            assert_eq!(
+                run_with(&f, &extra, None, allow),
+                Decision::Issue(IssueReason::Missing),
+                "{what}"
+            );
+        }
+        let mut a = f.svc_annotations.clone();
+        a.insert(
+            names::EXTRA_DNS_NAMES.into(),
+            "b.example.com, a.example.com,b.example.com".into(),
+        );
+        let svc = ServiceView {
+            name: "api",
+            namespace: "shop",
+            uid: UID,
+            headless: false,
+            annotations: Some(&a),
+        };
+        let cfg = DecideConfig {
+            cluster_domain: "cluster.local",
+            renew_before: 30 * DAY,
+            denied_namespaces: &[],
+            allow_external_wildcards: false,
+        };
+        assert_eq!(
+            extras(&svc, &cfg).unwrap().extra_dns_names,
+            ["a.example.com", "b.example.com"]
+        );
+        // A Service without the annotations asks for nothing extra.
+        let plain = ServiceView {
+            annotations: Some(&f.svc_annotations),
+            ..svc
+        };
+        assert_eq!(extras(&plain, &cfg).unwrap(), Extras::default());
+    }
+
+    #[test]
+    fn extra_data_puts_the_key_first() {
+        let extras = Extras {
+            include_ca: true,
+            combined_pem: true,
+            ..Extras::default()
+        };
+        let data = extra_data(&extras, "BUNDLE", b"CHAIN\n", b"KEY");
+        assert_eq!(
+            data,
+            [
+                (names::CA_CRT, b"BUNDLE".to_vec()),
+                (names::TLS_COMBINED_PEM, b"KEY\nCHAIN\n".to_vec())
+            ]
+        );
+        assert!(extra_data(&Extras::default(), "BUNDLE", b"C", b"K").is_empty());
     }
 
     #[test]

@@ -28,7 +28,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{Instrument, debug, info, warn};
 
 use super::decide::{
-    self, DecideConfig, Decision, IssueReason, Refusal, SecretView, ServiceView, Tidy,
+    self, DecideConfig, Decision, Extras, IssueReason, Refusal, SecretView, ServiceView, Tidy,
 };
 use super::index::SecretIndex;
 use crate::ca::CaReceiver;
@@ -138,6 +138,12 @@ fn service_inputs(svc: &Service, counter_resets: u64) -> Option<u64> {
         names::SECRET_NAME_BETA,
         names::SECRET_NAME_ALPHA,
         names::RENEW_REQUEST,
+        names::INCLUDE_CA,
+        names::FORMATS,
+        names::KEY_ALGORITHM,
+        names::EXTRA_DNS_NAMES,
+        names::SECRET_LABELS,
+        names::SECRET_ANNOTATIONS,
     ] {
         a.and_then(|a| a.get(key)).hash(&mut h);
     }
@@ -172,6 +178,12 @@ const SERVICE_ANNOTATIONS_READ: &[&str] = &[
     names::ERROR_NUM_BETA,
     names::ERROR_NUM_ALPHA,
     names::RENEW_REQUEST,
+    names::INCLUDE_CA,
+    names::FORMATS,
+    names::KEY_ALGORITHM,
+    names::EXTRA_DNS_NAMES,
+    names::SECRET_LABELS,
+    names::SECRET_ANNOTATIONS,
 ];
 
 /// Runs the controller until `token` is cancelled.
@@ -288,6 +300,8 @@ struct Subject<'a> {
     live: Option<&'a Secret>,
     ca: &'a SigningCa,
     now: OffsetDateTime,
+    /// The Service's opt-in extras (default when invalid: the decision refuses then).
+    extras: &'a Extras,
 }
 
 async fn reconcile_service(svc: &Service, ctx: &ServingContext) -> Result<Next, ServingError> {
@@ -331,7 +345,9 @@ async fn reconcile_service(svc: &Service, ctx: &ServingContext) -> Result<Next, 
         cluster_domain: &ctx.cfg.cluster_domain,
         renew_before: ctx.cfg.renew_before,
         denied_namespaces: &ctx.cfg.denied_namespaces,
+        allow_external_wildcards: ctx.cfg.allow_external_wildcards,
     };
+    let extras = decide::extras(&view, &dcfg).unwrap_or_default();
     let secret_view = live.as_ref().map(view_of);
     let decision = decide::decide(&view, secret_name, secret_view.as_ref(), &ca, &dcfg, now);
     debug!(?decision, "decided");
@@ -342,6 +358,7 @@ async fn reconcile_service(svc: &Service, ctx: &ServingContext) -> Result<Next, 
         live: live.as_ref(),
         ca: &ca,
         now,
+        extras: &extras,
     };
     let next = match decision {
         Decision::Issue(reason) => issue(ctx, &subject, reason).await?,
@@ -415,9 +432,14 @@ async fn issue(
         return Ok(Some(wait));
     }
     let keys = ctx.keys.clone();
-    let key = tokio::task::spawn_blocking(move || keys.take())
-        .await
-        .map_err(|e| ServingError::KeyTask(e.to_string()))??;
+    // The pool holds keys of the configured algorithm; another one is generated on demand.
+    let key = match subject.extras.key_algorithm {
+        Some(alg) if alg != keys.algorithm() => {
+            tokio::task::spawn_blocking(move || service_ca_pki::generate_key(alg)).await
+        }
+        _ => tokio::task::spawn_blocking(move || keys.take()).await,
+    }
+    .map_err(|e| ServingError::KeyTask(e.to_string()))??;
     let view = &subject.view;
     let request = ServingRequest {
         service: view.name,
@@ -427,12 +449,12 @@ async fn issue(
         cluster_domain: &ctx.cfg.cluster_domain,
         lifetime: ctx.cfg.leaf_lifetime,
         chain_order: ctx.cfg.chain_order,
-        extra_dns_names: &[],
+        extra_dns_names: &subject.extras.extra_dns_names,
     };
     let issued = service_ca_pki::issue_serving(subject.ca, &request, key, subject.now)?;
     let mut desired = desired_secret(
         view,
-        subject.secret_name,
+        subject,
         issued.cert_chain_pem.as_bytes(),
         issued.key_pem.as_bytes(),
         issued.not_after,
@@ -512,12 +534,29 @@ async fn repair(
     if let Some(wait) = left_alone(ctx, subject) {
         return Ok(Some(wait));
     }
-    let desired = desired_metadata(&subject.view, subject.secret_name, not_after);
-    let data: serde_json::Map<String, serde_json::Value> = tidy
+    let desired = desired_metadata(
+        &subject.view,
+        subject.secret_name,
+        subject.extras,
+        not_after,
+    );
+    let mut data: serde_json::Map<String, serde_json::Value> = tidy
         .remove_keys
         .iter()
         .map(|key| (key.clone(), serde_json::Value::Null))
         .collect();
+    // Requested extra keys, from the current bundle and the Secret's own (verified) tls.crt/tls.key.
+    let extra = decide::extra_data(
+        subject.extras,
+        &subject.ca.bundle_pem(),
+        secret_bytes(live, names::TLS_CRT).unwrap_or_default(),
+        secret_bytes(live, names::TLS_KEY).unwrap_or_default(),
+    );
+    for (key, value) in extra {
+        if tidy.write_keys.iter().any(|k| k == key) {
+            data.insert(key.to_string(), json!(k8s_openapi::ByteString(value)));
+        }
+    }
     let patch = json!({
         "metadata": {
             "resourceVersion": live.resource_version(),
@@ -536,7 +575,7 @@ async fn repair(
         .await?;
     ctx.metrics.wrote(CONTROLLER);
     record_write(ctx, subject).await;
-    info!(secret = subject.secret_name, removed_keys = ?tidy.remove_keys, "repaired secret metadata");
+    info!(secret = subject.secret_name, removed_keys = ?tidy.remove_keys, written_keys = ?tidy.write_keys, "repaired secret metadata");
     // The patch's own watch event brings the Secret back for a final up-to-date check.
     Ok(Some(Duration::from_secs(1)))
 }
@@ -657,6 +696,9 @@ fn view_of(secret: &Secret) -> SecretView<'_> {
             .map(String::as_str)
             .filter(|k| *k != names::TLS_CRT && *k != names::TLS_KEY)
             .collect(),
+        labels: secret.metadata.labels.as_ref(),
+        ca_crt: secret_bytes(secret, names::CA_CRT),
+        combined_pem: secret_bytes(secret, names::TLS_COMBINED_PEM),
         labelled: secret
             .metadata
             .labels
@@ -725,6 +767,7 @@ fn service_owner_reference(svc: &ServiceView<'_>) -> OwnerReference {
 fn desired_metadata(
     svc: &ServiceView<'_>,
     secret_name: &str,
+    extras: &Extras,
     not_after: OffsetDateTime,
 ) -> kube::api::ObjectMeta {
     let expiry = decide::format_expiry(not_after);
@@ -733,7 +776,9 @@ fn desired_metadata(
     } else {
         (names::ORIGINATING_UID_ALPHA, names::ORIGINATING_NAME_ALPHA)
     };
-    let annotations: BTreeMap<String, String> = [
+    // The template first: service-ca's own keys (never in a valid template) win anyway.
+    let mut annotations = extras.secret_annotations.clone();
+    let ours: BTreeMap<String, String> = [
         (uid_key, svc.uid.to_string()),
         (name_key, svc.name.to_string()),
         (names::EXPIRY_BETA, expiry.clone()),
@@ -754,16 +799,16 @@ fn desired_metadata(
     .chain(decide::renew_request(svc).map(|token| (names::RENEWED_FOR, token.to_string())))
     .map(|(k, v)| (k.to_string(), v))
     .collect();
+    annotations.extend(ours);
+    let mut labels = extras.secret_labels.clone();
+    labels.insert(
+        names::MANAGED_BY_LABEL.to_string(),
+        names::MANAGED_BY_VALUE.to_string(),
+    );
     kube::api::ObjectMeta {
         name: Some(secret_name.into()),
         namespace: Some(svc.namespace.into()),
-        labels: Some(
-            [(
-                names::MANAGED_BY_LABEL.to_string(),
-                names::MANAGED_BY_VALUE.to_string(),
-            )]
-            .into(),
-        ),
+        labels: Some(labels),
         annotations: Some(annotations),
         owner_references: Some(vec![service_owner_reference(svc)]),
         ..Default::default()
@@ -773,17 +818,23 @@ fn desired_metadata(
 /// The Secret as service-ca wants it: the issued certificate and key, and our metadata.
 fn desired_secret(
     svc: &ServiceView<'_>,
-    secret_name: &str,
+    subject: &Subject<'_>,
     tls_crt: &[u8],
     tls_key: &[u8],
     not_after: OffsetDateTime,
 ) -> Secret {
+    let extra = decide::extra_data(subject.extras, &subject.ca.bundle_pem(), tls_crt, tls_key);
     let data = [(names::TLS_CRT, tls_crt), (names::TLS_KEY, tls_key)]
         .into_iter()
         .map(|(k, v)| (k.to_string(), k8s_openapi::ByteString(v.to_vec())))
+        .chain(
+            extra
+                .into_iter()
+                .map(|(k, v)| (k.to_string(), k8s_openapi::ByteString(v))),
+        )
         .collect();
     Secret {
-        metadata: desired_metadata(svc, secret_name, not_after),
+        metadata: desired_metadata(svc, subject.secret_name, subject.extras, not_after),
         type_: Some(names::TLS_SECRET_TYPE.into()),
         data: Some(data),
         ..Default::default()
