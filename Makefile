@@ -3,7 +3,7 @@ SHELL := bash
 .SHELLFLAGS := -eu -o pipefail -c
 CARGO ?= cargo
 
-.PHONY: run stop test check-openssl lint unit e2e bench testenv build kubectl clean-local
+.PHONY: run stop test check-openssl deny lint unit e2e bench testenv build kubectl clean-local
 .PHONY: tools monitoring-test
 
 ## Start the local control plane if no cluster is configured, then the controller against it.
@@ -14,8 +14,8 @@ run:
 stop:
 	@bash hack/stop.sh
 
-## Format check, clippy, unit tests and e2e tests against a real kube-apiserver.
-test: check-openssl lint tools monitoring-test
+## Supply-chain checks, format check, clippy, unit tests and e2e tests against a real kube-apiserver.
+test: check-openssl deny lint tools monitoring-test
 	@export SERVICE_CA_TESTENV_BIN="$$(bash testenv/build.sh)"; \
 	  $(CARGO) test --workspace --all-targets --no-fail-fast
 
@@ -25,6 +25,11 @@ check-openssl:
 	  echo "make test: the openssl CLI is required (the PKI tests cross-check with it)." >&2; \
 	  echo "Install it with: apt-get install openssl   (.ci/run installs it when missing)" >&2; \
 	  exit 1; }
+
+## cargo deny (deny.toml): licenses, bans, sources; advisories when the database is reachable.
+## Installs the pinned cargo-deny on first use.
+deny:
+	@CARGO=$(CARGO) bash hack/deny.sh
 
 lint:
 	$(CARGO) fmt --all -- --check

@@ -24,6 +24,7 @@ use k8s_openapi::api::authentication::v1::{TokenRequest, TokenRequestSpec};
 use k8s_openapi::api::core::v1::{ConfigMap, Secret, Service, ServiceAccount};
 use kube::api::{DeleteParams, DynamicObject, Patch, PatchParams, PostParams};
 use kube::{Api, Client};
+use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, ServerName};
 use serde_json::json;
 use service_ca_controller::{LeaseTiming, Metrics, MetricsOptions, RunOptions, names};
@@ -146,7 +147,7 @@ async fn https_get(
 ) -> Result<(Option<Response>, CertificateDer<'static>), String> {
     let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
     let mut roots = rustls::RootCertStore::empty();
-    for cert in rustls_pemfile::certs(&mut bundle_pem.as_bytes()) {
+    for cert in CertificateDer::pem_slice_iter(bundle_pem.as_bytes()) {
         roots
             .add(cert.map_err(|e| e.to_string())?)
             .map_err(|e| e.to_string())?;
@@ -241,12 +242,9 @@ async fn apply_metrics_rbac(ctx: &TestContext) -> String {
     let ns = &ctx.namespace;
     let pp = PatchParams::apply("service-ca-test").force();
     let mut reader = None;
-    for doc in serde_yaml::Deserializer::from_str(&text) {
-        let mut value: serde_json::Value =
-            serde::Deserialize::deserialize(doc).expect("metrics-rbac.yaml parses");
-        if value.is_null() {
-            continue;
-        }
+    let docs: Vec<serde_json::Value> =
+        serde_saphyr::from_multiple(&text).expect("metrics-rbac.yaml parses");
+    for mut value in docs {
         let kind = value["kind"].as_str().unwrap_or_default().to_string();
         let original = value["metadata"]["name"]
             .as_str()
@@ -296,7 +294,7 @@ async fn bind(ctx: &TestContext, sa: &str, role: &str) -> String {
 fn shipped_metrics_service() -> Service {
     let path = workspace_root().join("deploy/base/service.yaml");
     let text = std::fs::read_to_string(&path).expect("deploy/base/service.yaml");
-    let mut service: Service = serde_yaml::from_str(&text).expect("service.yaml parses");
+    let mut service: Service = serde_saphyr::from_str(&text).expect("service.yaml parses");
     assert_eq!(service.metadata.name.as_deref(), Some(METRICS_SERVICE));
     service.metadata.namespace = None;
     service
@@ -316,7 +314,7 @@ fn mount(secret: &Secret, dir: &Path) -> Vec<u8> {
 }
 
 fn first_der(chain_pem: &[u8]) -> CertificateDer<'static> {
-    rustls_pemfile::certs(&mut &chain_pem[..])
+    CertificateDer::pem_slice_iter(chain_pem)
         .next()
         .expect("a certificate")
         .expect("PEM")

@@ -323,7 +323,7 @@ pub enum Output {
 pub fn print_structured<T: Serialize>(value: &T, output: Output) -> anyhow::Result<()> {
     let text = match output {
         Output::Json => serde_json::to_string_pretty(value)? + "\n",
-        Output::Yaml => serde_yaml::to_string(value)?,
+        Output::Yaml => serde_saphyr::to_string(value)?,
         Output::Table => return Ok(()),
     };
     let mut stdout = std::io::stdout().lock();

@@ -170,19 +170,54 @@ where
     D: serde::Deserializer<'de>,
     T: SettingValue,
 {
-    let raw: Option<serde_yaml::Value> = Option::deserialize(d)?;
-    let text = match raw {
-        None | Some(serde_yaml::Value::Null) => return Ok(None),
-        Some(serde_yaml::Value::String(s)) => s,
-        Some(serde_yaml::Value::Bool(b)) => b.to_string(),
-        Some(serde_yaml::Value::Number(n)) => n.to_string(),
-        Some(other) => {
-            return Err(serde::de::Error::custom(format!(
-                "expected a single value, found {other:?}"
-            )));
-        }
-    };
-    T::parse(&text).map(Some).map_err(serde::de::Error::custom)
+    match d.deserialize_option(ScalarText)? {
+        None => Ok(None),
+        Some(text) => T::parse(&text).map(Some).map_err(serde::de::Error::custom),
+    }
+}
+
+/// The text of a single scalar of any type; null is `None`, a list or map is an error.
+struct ScalarText;
+
+impl<'de> serde::de::Visitor<'de> for ScalarText {
+    type Value = Option<String>;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("a single value")
+    }
+    fn visit_none<E>(self) -> Result<Self::Value, E> {
+        Ok(None)
+    }
+    fn visit_unit<E>(self) -> Result<Self::Value, E> {
+        Ok(None)
+    }
+    fn visit_some<D: serde::Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
+        d.deserialize_any(self)
+    }
+    fn visit_str<E>(self, v: &str) -> Result<Self::Value, E> {
+        Ok(Some(v.to_string()))
+    }
+    fn visit_string<E>(self, v: String) -> Result<Self::Value, E> {
+        Ok(Some(v))
+    }
+    fn visit_bool<E>(self, v: bool) -> Result<Self::Value, E> {
+        Ok(Some(v.to_string()))
+    }
+    fn visit_i64<E>(self, v: i64) -> Result<Self::Value, E> {
+        Ok(Some(v.to_string()))
+    }
+    fn visit_u64<E>(self, v: u64) -> Result<Self::Value, E> {
+        Ok(Some(v.to_string()))
+    }
+    fn visit_i128<E>(self, v: i128) -> Result<Self::Value, E> {
+        Ok(Some(v.to_string()))
+    }
+    fn visit_u128<E>(self, v: u128) -> Result<Self::Value, E> {
+        Ok(Some(v.to_string()))
+    }
+    fn visit_f64<E>(self, v: f64) -> Result<Self::Value, E> {
+        Ok(Some(v.to_string()))
+    }
 }
 
 /// Declares every setting once: `field: Type => config.path;`, with its doc comment as help and
@@ -328,7 +363,7 @@ impl Settings {
     pub fn from_file(path: &Path) -> anyhow::Result<Self> {
         let text = std::fs::read_to_string(path)
             .with_context(|| format!("reading config file {}", path.display()))?;
-        serde_yaml::from_str(&text).with_context(|| format!("config file {}", path.display()))
+        serde_saphyr::from_str(&text).with_context(|| format!("config file {}", path.display()))
     }
 
     /// The validated controller configuration: preset, then every given value.
@@ -372,7 +407,7 @@ mod tests {
 
     #[test]
     fn file_then_flags() {
-        let file: Settings = serde_yaml::from_str(
+        let file: Settings = serde_saphyr::from_str(
             "namespace: from-file\nrenew-before: 2d\nchain-order: upstream\nca-key-algorithm: ecdsa-p384\nconcurrency: 4\n",
         )
         .unwrap();
@@ -390,9 +425,31 @@ mod tests {
     }
 
     #[test]
+    fn file_values_of_any_type_and_json() {
+        let yaml: Settings = serde_saphyr::from_str(
+            "concurrency: \"4\"\nshort-rotation: true\nlegacy-injector: \"true\"\nnamespace: 5\nwatch-namespace: null\n",
+        )
+        .unwrap();
+        assert_eq!(yaml.concurrency, Some(4));
+        assert_eq!(yaml.short_rotation, Some(true));
+        assert_eq!(yaml.legacy_injector, Some(true));
+        assert_eq!(yaml.namespace.as_deref(), Some("5"));
+        assert_eq!(yaml.watch_namespace, None);
+        let json: Settings = serde_saphyr::from_str(
+            r#"{"concurrency": 4, "renew-before": "2d", "short-rotation": false}"#,
+        )
+        .unwrap();
+        assert_eq!(json.concurrency, Some(4));
+        assert_eq!(json.renew_before, Some(Duration::from_secs(2 * 86400)));
+        assert_eq!(json.short_rotation, Some(false));
+        assert!(serde_saphyr::from_str::<Settings>("concurrency: [4]").is_err());
+        assert!(serde_saphyr::from_str::<Settings>("concurrency: 4\nconcurrency: 5").is_err());
+    }
+
+    #[test]
     fn bad_files_and_values_are_errors() {
-        assert!(serde_yaml::from_str::<Settings>("no-such-setting: 1").is_err());
-        assert!(serde_yaml::from_str::<Settings>("renew-before: 1y").is_err());
+        assert!(serde_saphyr::from_str::<Settings>("no-such-setting: 1").is_err());
+        assert!(serde_saphyr::from_str::<Settings>("renew-before: 1y").is_err());
         let too_small = Settings {
             renew_before: Some(Duration::from_secs(60)),
             ..Settings::default()

@@ -165,12 +165,13 @@ async fn grant(ctx: &TestContext, user: &str, resources: &[&str]) {
 /// A copy of the test's kubeconfig whose user impersonates `user`.
 fn impersonating_kubeconfig(ctx: &TestContext, user: &str) -> PathBuf {
     let text = std::fs::read_to_string(&ctx.kubeconfig).expect("kubeconfig");
-    let mut value: serde_yaml::Value = serde_yaml::from_str(&text).expect("kubeconfig parses");
-    for u in value["users"].as_sequence_mut().expect("users") {
-        u["user"]["as"] = serde_yaml::Value::String(user.into());
+    let mut value: Value = serde_saphyr::from_str(&text).expect("kubeconfig parses");
+    for u in value["users"].as_array_mut().expect("users") {
+        u["user"]["as"] = Value::String(user.into());
     }
     let path = scratch_dir(&format!("{}-{user}", ctx.namespace)).join("kubeconfig");
-    std::fs::write(&path, serde_yaml::to_string(&value).expect("yaml")).expect("write kubeconfig");
+    std::fs::write(&path, serde_saphyr::to_string(&value).expect("yaml"))
+        .expect("write kubeconfig");
     path
 }
 
@@ -285,7 +286,7 @@ async fn status_and_inspect() {
     );
     let yaml = service_ca(&with_cluster(&ctx, &kc, &["status"], &["-o", "yaml"])).await;
     assert_eq!(yaml.code, 0, "{yaml:?}");
-    let parsed: Value = serde_yaml::from_str(&yaml.stdout).expect("status -o yaml parses");
+    let parsed: Value = serde_saphyr::from_str(&yaml.stdout).expect("status -o yaml parses");
     assert_eq!(parsed["serving"][0]["state"], "ok");
 
     // Every namespace (and cluster-scoped targets): other tests' Secrets have other CAs, so only

@@ -329,7 +329,7 @@ struct ApiServer {
 
 fn api_server(kubeconfig: &Path) -> ApiServer {
     let text = std::fs::read_to_string(kubeconfig).expect("read the testenv kubeconfig");
-    let config: Value = serde_yaml::from_str(&text).expect("the kubeconfig parses");
+    let config: Value = serde_saphyr::from_str(&text).expect("the kubeconfig parses");
     let cluster = &config["clusters"][0]["cluster"];
     let server = cluster["server"].as_str().expect("a server URL");
     let authority = server
@@ -373,10 +373,8 @@ fn render_base() -> Vec<Value> {
         String::from_utf8_lossy(&output.stderr)
     );
     let text = String::from_utf8(output.stdout).expect("UTF-8 manifests");
-    let objects: Vec<Value> = serde_yaml::Deserializer::from_str(&text)
-        .map(|doc| serde::Deserialize::deserialize(doc).expect("a rendered document parses"))
-        .filter(|v: &Value| !v.is_null())
-        .collect();
+    let objects: Vec<Value> =
+        serde_saphyr::from_multiple(&text).expect("the rendered documents parse");
     assert!(!objects.is_empty(), "deploy/base renders no objects");
     objects
 }

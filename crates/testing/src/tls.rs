@@ -6,11 +6,12 @@ use std::sync::Arc;
 use rustls::RootCertStore;
 use rustls::client::WebPkiServerVerifier;
 use rustls::client::danger::ServerCertVerifier;
-use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
 use rustls::sign::CertifiedKey;
 
 fn certs(pem: &[u8]) -> Result<Vec<CertificateDer<'static>>, String> {
-    rustls_pemfile::certs(&mut &pem[..])
+    CertificateDer::pem_slice_iter(pem)
         .collect::<Result<Vec<_>, _>>()
         .map_err(|e| format!("bad PEM: {e}"))
 }
@@ -45,9 +46,7 @@ pub fn verify_chain(
 /// Checks that `key_pem` is the private key of the first certificate in `chain_pem`.
 pub fn verify_key_matches(chain_pem: &[u8], key_pem: &[u8]) -> Result<(), String> {
     let provider = rustls::crypto::aws_lc_rs::default_provider();
-    let key = rustls_pemfile::private_key(&mut &key_pem[..])
-        .map_err(|e| format!("bad key PEM: {e}"))?
-        .ok_or("no private key in PEM")?;
+    let key = PrivateKeyDer::from_pem_slice(key_pem).map_err(|e| format!("bad key PEM: {e}"))?;
     CertifiedKey::from_der(certs(chain_pem)?, key, &provider)
         .map(|_| ())
         .map_err(|e| format!("key does not match certificate: {e}"))

@@ -17,7 +17,8 @@ use std::time::Duration;
 
 use rustls::ServerConfig;
 use rustls::crypto::CryptoProvider;
-use rustls::pki_types::CertificateDer;
+use rustls::pki_types::pem::{self, PemObject};
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use rustls::server::{ClientHello, ResolvesServerCert};
 use rustls::sign::CertifiedKey;
 use tokio::sync::watch;
@@ -157,15 +158,16 @@ impl Certificate {
 
 /// A certificate chain (leaf first) and its key from PEM, checked to belong together.
 fn parse(cert_pem: &[u8], key_pem: &[u8]) -> Result<CertifiedKey, String> {
-    let chain = rustls_pemfile::certs(&mut &cert_pem[..])
+    let chain = CertificateDer::pem_slice_iter(cert_pem)
         .collect::<Result<Vec<CertificateDer<'static>>, _>>()
         .map_err(|e| format!("certificate file: {e}"))?;
     if chain.is_empty() {
         return Err("certificate file: no CERTIFICATE block".into());
     }
-    let key = rustls_pemfile::private_key(&mut &key_pem[..])
-        .map_err(|e| format!("key file: {e}"))?
-        .ok_or("key file: no private key")?;
+    let key = PrivateKeyDer::from_pem_slice(key_pem).map_err(|e| match e {
+        pem::Error::NoItemsFound => "key file: no private key".to_string(),
+        e => format!("key file: {e}"),
+    })?;
     CertifiedKey::from_der(chain, key, &provider()).map_err(|e| e.to_string())
 }
 

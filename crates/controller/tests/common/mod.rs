@@ -32,12 +32,9 @@ pub async fn service_account_client(ctx: &TestContext) -> kube::Client {
     )
     .await
     .expect("service account");
-    for doc in serde_yaml::Deserializer::from_str(&text) {
-        let mut value: serde_json::Value =
-            serde::Deserialize::deserialize(doc).expect("rbac.yaml parses");
-        if value.is_null() {
-            continue;
-        }
+    let docs: Vec<serde_json::Value> =
+        serde_saphyr::from_multiple(&text).expect("rbac.yaml parses");
+    for mut value in docs {
         let kind = value["kind"].as_str().unwrap_or_default().to_string();
         let cluster_scoped = kind.starts_with("Cluster");
         if cluster_scoped {
@@ -262,10 +259,7 @@ pub fn kustomize(dir: &str) -> Vec<serde_json::Value> {
         String::from_utf8_lossy(&output.stderr)
     );
     let text = String::from_utf8(output.stdout).expect("UTF-8 manifests");
-    serde_yaml::Deserializer::from_str(&text)
-        .map(|doc| serde::Deserialize::deserialize(doc).expect("a rendered document parses"))
-        .filter(|v: &serde_json::Value| !v.is_null())
-        .collect()
+    serde_saphyr::from_multiple(&text).expect("the rendered documents parse")
 }
 
 /// Like [`service_account_client`], with the RBAC objects given (e.g. the Roles an overlay
@@ -366,12 +360,9 @@ pub async fn admission_policy(
     ctx.delete_on_drop::<ValidatingAdmissionPolicy>(name.clone());
     let pp = PatchParams::apply("service-ca-test").force();
     let quoted: Vec<String> = published.iter().map(|p| format!("'{p}'")).collect();
-    for doc in serde_yaml::Deserializer::from_str(&text) {
-        let mut value: serde_json::Value =
-            serde::Deserialize::deserialize(doc).expect("admission-policy.yaml parses");
-        if value.is_null() {
-            continue;
-        }
+    let docs: Vec<serde_json::Value> =
+        serde_saphyr::from_multiple(&text).expect("admission-policy.yaml parses");
+    for mut value in docs {
         value["metadata"]["name"] = json!(name);
         match value["kind"].as_str() {
             Some("ValidatingAdmissionPolicy") => {

@@ -8,6 +8,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
+use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
 use service_ca_pki::*;
 use time::OffsetDateTime;
@@ -267,9 +268,8 @@ pub async fn rustls_handshake(
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let certs: Vec<CertificateDer<'static>> =
         ders(chain).into_iter().map(CertificateDer::from).collect();
-    let key: PrivateKeyDer<'static> = rustls_pemfile::private_key(&mut key.as_bytes())
-        .map_err(|e| e.to_string())?
-        .ok_or("no key")?;
+    let key: PrivateKeyDer<'static> =
+        PrivateKeyDer::from_pem_slice(key.as_bytes()).map_err(|e| e.to_string())?;
     let server_cfg = rustls::ServerConfig::builder_with_provider(provider())
         .with_safe_default_protocol_versions()
         .map_err(|e| e.to_string())?
