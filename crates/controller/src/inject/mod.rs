@@ -332,6 +332,7 @@ fn describe(meta: &kube::api::ObjectMeta) -> String {
     }
 }
 
+/// Observe (the live object, the bundle), decide ([`Target::injection`]), execute one arm.
 async fn inject<K: Target>(
     meta: &PartialObjectMeta<K>,
     kind: &KindContext,
@@ -346,49 +347,28 @@ async fn inject<K: Target>(
         return Ok(Action::await_change());
     };
     let api = K::api(ctx.client.clone(), meta.metadata.namespace.as_deref());
-    let name = meta.name_any();
-    let Some(live) = api.get_opt(&name).await? else {
+    let Some(live) = api.get_opt(&meta.name_any()).await? else {
         return Ok(Action::await_change());
     };
     // Re-check on the live object: an annotation removed since the event means no injection.
     if !(flavor.selects)(live.meta()) {
         return Ok(Action::await_change());
     }
+    let object = describe(live.meta());
     match live.injection(&bundle) {
         Outcome::UpToDate => Ok(Action::await_change()),
         Outcome::Skip(reason) => {
-            info!(kind = flavor.name, object = %describe(live.meta()), %reason, "not injecting");
+            info!(kind = flavor.name, %object, %reason, "not injecting");
             Ok(Action::await_change())
         }
         Outcome::Blocked(reason) => {
-            let object = describe(live.meta());
-            warn!(kind = flavor.name, %object, %reason, "outdated CA bundle cannot be updated");
-            // Keyed by the bundle too: a new CA is reported again at once.
-            let key = format!("{reason} {:x}", {
-                use std::hash::{Hash, Hasher};
-                let mut h = std::collections::hash_map::DefaultHasher::new();
-                bundle.hash(&mut h);
-                h.finish()
-            });
-            if ctx.blocked.admit(&object, &key) {
-                ctx.metrics.injection_blocked(flavor.name);
-                ctx.events
-                    .publish(
-                        &live.object_ref(&()),
-                        EventType::Warning,
-                        "CABundleInjectionBlocked",
-                        "Inject",
-                        format!("{object} holds an outdated service CA bundle: {reason}"),
-                    )
-                    .await;
-            }
+            report_blocked(kind, &live, &object, &reason, &bundle).await;
             Ok(Action::await_change())
         }
-        Outcome::Patch { .. } if kind.fights.paused_until(&describe(live.meta())).is_some() => {
-            debug!(kind = flavor.name, object = %describe(live.meta()), "left alone: another writer keeps undoing the injection");
-            let until = kind.fights.paused_until(&describe(live.meta()));
-            let wait = until.map_or(RETRY, |u| {
-                u.saturating_duration_since(tokio::time::Instant::now())
+        Outcome::Patch { .. } if kind.fights.paused_until(&object).is_some() => {
+            debug!(kind = flavor.name, %object, "left alone: another writer keeps undoing the injection");
+            let wait = kind.fights.paused_until(&object).map_or(RETRY, |until| {
+                until.saturating_duration_since(tokio::time::Instant::now())
             });
             Ok(Action::requeue(wait.max(Duration::from_secs(1))))
         }
@@ -396,54 +376,108 @@ async fn inject<K: Target>(
             body,
             removed_data_keys,
         } => {
-            let pp = PatchParams {
-                field_manager: Some(names::FIELD_MANAGER.into()),
-                ..Default::default()
-            };
-            let patch = match body {
-                PatchBody::Merge(body) => Patch::Merge(body),
-                PatchBody::Json(ops) => {
-                    Patch::Json(serde_json::from_value::<json_patch::Patch>(ops)?)
-                }
-            };
-            api.patch(&name, &pp, &patch).await?;
-            ctx.metrics.wrote(flavor.name);
-            if let Verdict::FightStarted(_) = kind.fights.record(&describe(live.meta())) {
-                let other = crate::fights::other_manager(live.meta().managed_fields.as_ref());
-                warn!(kind = flavor.name, object = %describe(live.meta()), %other, "write fight detected");
-                ctx.events
-                    .publish(
-                        &live.object_ref(&()),
-                        EventType::Warning,
-                        "WriteFightDetected",
-                        "Inject",
-                        format!(
-                            "the injected CA bundle keeps being changed by {other}; service-ca leaves this object alone for 30 minutes. Stop the other writer or remove the inject annotation"
-                        ),
-                    )
-                    .await;
-            }
-            info!(kind = flavor.name, object = %describe(live.meta()), "CA bundle injected");
+            write_patch(kind, &api, &live, &object, body).await?;
             if !removed_data_keys.is_empty() {
-                let note = format!(
-                    "injected the service CA bundle into {}; by design this removed the other data keys: {}",
-                    names::SERVICE_CA_CRT,
-                    removed_data_keys.join(", ")
-                );
-                warn!(object = %describe(live.meta()), keys = ?removed_data_keys, "injection replaced ConfigMap data");
-                ctx.events
-                    .publish(
-                        &live.object_ref(&()),
-                        EventType::Warning,
-                        "CABundleInjectionReplacedData",
-                        "Inject",
-                        note,
-                    )
-                    .await;
+                report_replaced_data(kind, &live, &object, &removed_data_keys).await;
             }
             Ok(Action::await_change())
         }
     }
+}
+
+/// Sends the injection patch, and reports a write fight when this write starts one.
+async fn write_patch<K: Target>(
+    kind: &KindContext,
+    api: &Api<K>,
+    live: &K,
+    object: &str,
+    body: PatchBody,
+) -> Result<(), InjectError> {
+    let (ctx, flavor) = (kind.shared.as_ref(), &kind.flavor);
+    let pp = PatchParams {
+        field_manager: Some(names::FIELD_MANAGER.into()),
+        ..Default::default()
+    };
+    let patch = match body {
+        PatchBody::Merge(body) => Patch::Merge(body),
+        PatchBody::Json(ops) => Patch::Json(serde_json::from_value::<json_patch::Patch>(ops)?),
+    };
+    api.patch(&live.name_any(), &pp, &patch).await?;
+    ctx.metrics.wrote(flavor.name);
+    info!(kind = flavor.name, %object, "CA bundle injected");
+    if let Verdict::FightStarted(_) = kind.fights.record(object) {
+        let other = crate::fights::other_manager(live.meta().managed_fields.as_ref());
+        warn!(kind = flavor.name, %object, %other, "write fight detected");
+        ctx.events
+            .publish(
+                &live.object_ref(&()),
+                EventType::Warning,
+                "WriteFightDetected",
+                "Inject",
+                format!(
+                    "the injected CA bundle keeps being changed by {other}; service-ca leaves this object alone for 30 minutes. Stop the other writer or remove the inject annotation"
+                ),
+            )
+            .await;
+    }
+    Ok(())
+}
+
+/// An object holding an outdated bundle it cannot be updated to: a Warning (once per object and
+/// bundle per hour) and the metric.
+async fn report_blocked<K: Target>(
+    kind: &KindContext,
+    live: &K,
+    object: &str,
+    reason: &str,
+    bundle: &str,
+) {
+    let ctx = kind.shared.as_ref();
+    warn!(kind = kind.flavor.name, %object, %reason, "outdated CA bundle cannot be updated");
+    // Keyed by the bundle too: a new CA is reported again at once.
+    let key = format!("{reason} {:x}", {
+        use std::hash::{Hash, Hasher};
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        bundle.hash(&mut h);
+        h.finish()
+    });
+    if ctx.blocked.admit(object, &key) {
+        ctx.metrics.injection_blocked(kind.flavor.name);
+        ctx.events
+            .publish(
+                &live.object_ref(&()),
+                EventType::Warning,
+                "CABundleInjectionBlocked",
+                "Inject",
+                format!("{object} holds an outdated service CA bundle: {reason}"),
+            )
+            .await;
+    }
+}
+
+/// ConfigMap injection removed other data keys (the original's contract): say which.
+async fn report_replaced_data<K: Target>(
+    kind: &KindContext,
+    live: &K,
+    object: &str,
+    keys: &[String],
+) {
+    warn!(%object, ?keys, "injection replaced ConfigMap data");
+    let note = format!(
+        "injected the service CA bundle into {}; by design this removed the other data keys: {}",
+        names::SERVICE_CA_CRT,
+        keys.join(", ")
+    );
+    kind.shared
+        .events
+        .publish(
+            &live.object_ref(&()),
+            EventType::Warning,
+            "CABundleInjectionReplacedData",
+            "Inject",
+            note,
+        )
+        .await;
 }
 
 /// Starts one injector per kind under `supervisor`, and the legacy ConfigMap injector when given.
