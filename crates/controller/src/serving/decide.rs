@@ -618,9 +618,15 @@ pub(crate) fn decide(
         return Decision::Issue(IssueReason::Certificate(ReissueReason::Unparsable));
     };
     let wanted_keys = extras.data_keys();
+    // The bundle is only encoded for Services that ask for it.
+    let bundle = if extras.include_ca {
+        ca.bundle_pem()
+    } else {
+        String::new()
+    };
     let current = extra_data(
         &extras,
-        &ca.bundle_pem(),
+        &bundle,
         secret.tls_crt.unwrap_or_default(),
         secret.tls_key.unwrap_or_default(),
     );
