@@ -12,8 +12,9 @@ use common::{
     WAIT, annotation, controller, current_bundle, data, service, wait_for_new_bundle, wait_secret,
     wait_service,
 };
+use futures::TryStreamExt;
 use k8s_openapi::api::core::v1::{Event, Secret, Service};
-use kube::api::{ListParams, Patch, PatchParams, PostParams};
+use kube::api::{ListParams, Patch, PatchParams, PostParams, WatchEvent, WatchParams};
 use kube::{Api, ResourceExt};
 use serde_json::json;
 use service_ca_controller::names;
@@ -186,11 +187,19 @@ async fn ca_crt_and_combined_pem_follow_the_ca() {
 
     // A stale ca.crt is repaired in place: same certificate and key, one write.
     let serial = leaf(&secret).serial_hex;
-    secrets
+    let stale = secrets
         .patch(
             "api-tls",
             &PatchParams::default(),
-            &Patch::Merge(json!({"stringData": {"ca.crt": "stale"}})),
+            &Patch::Merge(json!({"data": {"ca.crt": "c3RhbGU="}})),
+        )
+        .await
+        .unwrap();
+    assert_eq!(data(&stale, names::CA_CRT).unwrap(), b"stale");
+    let writes = secrets
+        .watch(
+            &WatchParams::default().fields("metadata.name=api-tls"),
+            &stale.resource_version().unwrap(),
         )
         .await
         .unwrap();
@@ -200,6 +209,17 @@ async fn ca_crt_and_combined_pem_follow_the_ca() {
     .await;
     assert_eq!(leaf(&repaired).serial_hex, serial, "not re-issued");
     assert_eq!(data(&repaired, names::TLS_KEY).unwrap(), key);
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let mut writes = std::pin::pin!(writes);
+    let mut modified = 0;
+    while let Ok(Ok(Some(event))) =
+        tokio::time::timeout(Duration::from_millis(500), writes.try_next()).await
+    {
+        if matches!(event, WatchEvent::Modified(_)) {
+            modified += 1;
+        }
+    }
+    assert_eq!(modified, 1, "the repair is one write");
 
     // A CA rotation re-issues the leaf and brings the new bundle along.
     Api::<Secret>::namespaced(ctx.client.clone(), &ctx.namespace)
