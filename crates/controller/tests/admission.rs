@@ -669,7 +669,7 @@ async fn abusive_writes_are_denied() {
         SECRETS,
     );
     let mut extra = ours("extra-keys", "u-1");
-    extra["stringData"]["ca.crt"] = json!(pem);
+    extra["stringData"]["stolen.key"] = json!(pem);
     denied(
         "create a serving Secret with another data key",
         secrets.create(&pp(), &secret(extra)).await,
@@ -728,11 +728,21 @@ async fn abusive_writes_are_denied() {
             .patch(
                 "web-tls",
                 &merge(),
-                &Patch::Merge(json!({"data": {"ca.crt": b64(&pem)}})),
+                &Patch::Merge(json!({"data": {"stolen.key": b64(&pem)}})),
             )
             .await,
         &policy,
         SECRETS,
+    );
+    admitted(
+        "add the opt-in ca.crt to a serving Secret (service-ca.dev/include-ca)",
+        secrets
+            .patch(
+                "web-tls",
+                &merge(),
+                &Patch::Merge(json!({"data": {"ca.crt": b64(&pem)}})),
+            )
+            .await,
     );
     forbidden_by_rbac(
         "replace (PUT) a Secret other than the CA Secret",
