@@ -547,14 +547,8 @@ pub(crate) fn decide(
     cfg: &DecideConfig<'_>,
     now: OffsetDateTime,
 ) -> Decision {
-    if svc.namespace == "default" && svc.name == "kubernetes" {
-        return Decision::Refuse(Refusal::SystemService);
-    }
-    if cfg.denied_namespaces.iter().any(|ns| ns == svc.namespace) {
-        return Decision::Refuse(Refusal::DeniedNamespace);
-    }
-    if let Err(why) = validate_secret_name(secret_name) {
-        return Decision::Refuse(Refusal::InvalidSecretName(why));
+    if let Some(refusal) = refusal_of_request(svc, secret_name, cfg) {
+        return Decision::Refuse(refusal);
     }
     let extras = match extras(svc, cfg) {
         Ok(extras) => extras,
@@ -566,15 +560,10 @@ pub(crate) fn decide(
     if !secret_belongs_to(secret, svc.uid) {
         return Decision::Refuse(Refusal::ForeignSecret);
     }
-    let mut expected = service_ca_pki::serving_dns_names(
-        svc.name,
-        svc.namespace,
-        svc.headless,
-        cfg.cluster_domain,
-    );
-    expected.extend(extras.extra_dns_names.iter().cloned());
-    expected.sort();
-    expected.dedup();
+    let type_ = secret.type_.unwrap_or("Opaque");
+    if type_ != names::TLS_SECRET_TYPE {
+        return Decision::Refuse(Refusal::WrongType(type_.to_string()));
+    }
     let leaf = secret
         .tls_crt
         .and_then(|crt| service_ca_pki::parse_pem_certs(crt).ok())
@@ -582,23 +571,85 @@ pub(crate) fn decide(
     let margin = leaf
         .as_ref()
         .map_or(cfg.renew_before, |l| effective_margin(cfg.renew_before, l));
-    // Verified reuse: the leaf must verify against the CA, carry this Service's UID, and
-    // tls.key must parse and match it (docs/behavior.md §7.3, with this project's additions).
-    let reissue = service_ca_pki::verify_serving_secret(
-        secret.tls_crt,
-        secret.tls_key,
+    let check = ReuseCheck {
         ca,
-        &expected,
-        Some(svc.uid),
+        cfg,
         margin,
         now,
-    );
-    let type_ = secret.type_.unwrap_or("Opaque");
-    if type_ != names::TLS_SECRET_TYPE {
-        return Decision::Refuse(Refusal::WrongType(type_.to_string()));
+    };
+    if let Some(reason) = reissue_reason(svc, secret, &extras, &check) {
+        return Decision::Issue(reason);
     }
-    if let Some(reason) = reissue {
-        return Decision::Issue(IssueReason::Certificate(reason));
+    let Some(leaf) = leaf else {
+        return Decision::Issue(IssueReason::Certificate(ReissueReason::Unparsable));
+    };
+    let tidy = repairs(svc, secret, &extras, ca, leaf.not_after);
+    if !tidy.is_empty() {
+        return Decision::Tidy {
+            tidy,
+            not_after: leaf.not_after,
+        };
+    }
+    Decision::UpToDate {
+        renew_at: leaf.not_after - margin,
+        not_after: leaf.not_after,
+    }
+}
+
+/// Requests refused before any Secret is read: the API server's own Service, a denied
+/// namespace, a Secret name that cannot exist.
+fn refusal_of_request(
+    svc: &ServiceView<'_>,
+    secret_name: &str,
+    cfg: &DecideConfig<'_>,
+) -> Option<Refusal> {
+    if svc.namespace == "default" && svc.name == "kubernetes" {
+        return Some(Refusal::SystemService);
+    }
+    if cfg.denied_namespaces.iter().any(|ns| ns == svc.namespace) {
+        return Some(Refusal::DeniedNamespace);
+    }
+    validate_secret_name(secret_name)
+        .err()
+        .map(Refusal::InvalidSecretName)
+}
+
+/// What judging an existing certificate needs besides the Service and the Secret.
+struct ReuseCheck<'a> {
+    ca: &'a SigningCa,
+    cfg: &'a DecideConfig<'a>,
+    margin: Duration,
+    now: OffsetDateTime,
+}
+
+/// Why our Secret's certificate must be issued again, if it must.
+fn reissue_reason(
+    svc: &ServiceView<'_>,
+    secret: &SecretView<'_>,
+    extras: &Extras,
+    check: &ReuseCheck<'_>,
+) -> Option<IssueReason> {
+    let mut expected = service_ca_pki::serving_dns_names(
+        svc.name,
+        svc.namespace,
+        svc.headless,
+        check.cfg.cluster_domain,
+    );
+    expected.extend(extras.extra_dns_names.iter().cloned());
+    expected.sort();
+    expected.dedup();
+    // Verified reuse: the leaf must verify against the CA, carry this Service's UID, and
+    // tls.key must parse and match it (docs/behavior.md §7.3, with this project's additions).
+    if let Some(reason) = service_ca_pki::verify_serving_secret(
+        secret.tls_crt,
+        secret.tls_key,
+        check.ca,
+        &expected,
+        Some(svc.uid),
+        check.margin,
+        check.now,
+    ) {
+        return Some(IssueReason::Certificate(reason));
     }
     if let Some(token) = renew_request(svc)
         && secret
@@ -607,16 +658,24 @@ pub(crate) fn decide(
             .map(String::as_str)
             != Some(token)
     {
-        return Decision::Issue(IssueReason::Requested);
+        return Some(IssueReason::Requested);
     }
     if let Some(wanted) = extras.key_algorithm
         && key_algorithm_of(secret.tls_key) != Some(wanted)
     {
-        return Decision::Issue(IssueReason::KeyAlgorithm);
+        return Some(IssueReason::KeyAlgorithm);
     }
-    let Some(leaf) = leaf else {
-        return Decision::Issue(IssueReason::Certificate(ReissueReason::Unparsable));
-    };
+    None
+}
+
+/// Metadata and opt-in data repairs of a Secret whose certificate is fine.
+fn repairs(
+    svc: &ServiceView<'_>,
+    secret: &SecretView<'_>,
+    extras: &Extras,
+    ca: &SigningCa,
+    not_after: OffsetDateTime,
+) -> Tidy {
     let wanted_keys = extras.data_keys();
     // The bundle is only encoded for Services that ask for it.
     let bundle = if extras.include_ca {
@@ -625,12 +684,12 @@ pub(crate) fn decide(
         String::new()
     };
     let current = extra_data(
-        &extras,
+        extras,
         &bundle,
         secret.tls_crt.unwrap_or_default(),
         secret.tls_key.unwrap_or_default(),
     );
-    let tidy = Tidy {
+    Tidy {
         remove_keys: secret
             .extra_keys
             .iter()
@@ -651,18 +710,7 @@ pub(crate) fn decide(
         owner_reference: !secret.owners.iter().any(|(api, kind, name, uid)| {
             *api == "v1" && *kind == "Service" && *name == svc.name && *uid == svc.uid
         }),
-        metadata: !metadata_in_order(svc, secret, leaf.not_after)
-            || !template_in_order(&extras, secret),
-    };
-    if !tidy.is_empty() {
-        return Decision::Tidy {
-            tidy,
-            not_after: leaf.not_after,
-        };
-    }
-    Decision::UpToDate {
-        renew_at: leaf.not_after - margin,
-        not_after: leaf.not_after,
+        metadata: !metadata_in_order(svc, secret, not_after) || !template_in_order(extras, secret),
     }
 }
 
