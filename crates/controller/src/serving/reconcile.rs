@@ -431,64 +431,19 @@ async fn issue(
     if let Some(wait) = left_alone(ctx, subject) {
         return Ok(Some(wait));
     }
-    let keys = ctx.keys.clone();
-    // The pool holds keys of the configured algorithm; another one is generated on demand.
-    let key = match subject.extras.key_algorithm {
-        Some(alg) if alg != keys.algorithm() => {
-            tokio::task::spawn_blocking(move || service_ca_pki::generate_key(alg)).await
-        }
-        _ => tokio::task::spawn_blocking(move || keys.take()).await,
-    }
-    .map_err(|e| ServingError::KeyTask(e.to_string()))??;
-    let view = &subject.view;
-    let request = ServingRequest {
-        service: view.name,
-        namespace: view.namespace,
-        uid: view.uid,
-        headless: view.headless,
-        cluster_domain: &ctx.cfg.cluster_domain,
-        lifetime: ctx.cfg.leaf_lifetime,
-        chain_order: ctx.cfg.chain_order,
-        extra_dns_names: &subject.extras.extra_dns_names,
-    };
-    let issued = service_ca_pki::issue_serving(subject.ca, &request, key, subject.now)?;
-    let mut desired = desired_secret(
-        view,
+    let issued = sign(ctx, subject).await?;
+    let desired = desired_secret(
+        &subject.view,
         subject,
         issued.cert_chain_pem.as_bytes(),
         issued.key_pem.as_bytes(),
         issued.not_after,
     );
-    let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), view.namespace);
-    match subject.live {
-        None => {
-            let pp = PostParams {
-                field_manager: Some(names::FIELD_MANAGER.into()),
-                ..Default::default()
-            };
-            secrets.create(&pp, &desired).await?;
-        }
-        Some(live) => {
-            // Applied over our own Secret with the inspected resourceVersion as a precondition:
-            // a concurrent change fails with 409 and is retried from fresh state, so a foreign
-            // Secret can never be overwritten by a race.
-            desired.metadata.resource_version = live.resource_version();
-            let mut body = serde_json::to_value(&desired).map_err(kube::Error::SerdeError)?;
-            body["apiVersion"] = json!("v1");
-            body["kind"] = json!("Secret");
-            secrets
-                .patch(
-                    subject.secret_name,
-                    &PatchParams::apply(names::FIELD_MANAGER).force(),
-                    &Patch::Apply(body),
-                )
-                .await?;
-        }
-    }
+    write_secret(ctx, subject, desired).await?;
     ctx.metrics.wrote(CONTROLLER);
     record_write(ctx, subject).await;
     ctx.metrics.issued(
-        view.namespace,
+        subject.view.namespace,
         subject.secret_name,
         issued.not_after.unix_timestamp(),
     );
@@ -518,6 +473,73 @@ async fn issue(
         .await;
     let margin = decide::margin_for_lifetime(ctx.cfg.renew_before, issued.not_after - subject.now);
     Ok(requeue_at(issued.not_after - margin, subject.now))
+}
+
+/// A key (from the pool, or generated for a per-Service algorithm, off the runtime) and a leaf.
+async fn sign(
+    ctx: &ServingContext,
+    subject: &Subject<'_>,
+) -> Result<service_ca_pki::IssuedCert, ServingError> {
+    let keys = ctx.keys.clone();
+    // The pool holds keys of the configured algorithm; another one is generated on demand.
+    let key = match subject.extras.key_algorithm {
+        Some(alg) if alg != keys.algorithm() => {
+            tokio::task::spawn_blocking(move || service_ca_pki::generate_key(alg)).await
+        }
+        _ => tokio::task::spawn_blocking(move || keys.take()).await,
+    }
+    .map_err(|e| ServingError::KeyTask(e.to_string()))??;
+    let view = &subject.view;
+    let request = ServingRequest {
+        service: view.name,
+        namespace: view.namespace,
+        uid: view.uid,
+        headless: view.headless,
+        cluster_domain: &ctx.cfg.cluster_domain,
+        lifetime: ctx.cfg.leaf_lifetime,
+        chain_order: ctx.cfg.chain_order,
+        extra_dns_names: &subject.extras.extra_dns_names,
+    };
+    Ok(service_ca_pki::issue_serving(
+        subject.ca,
+        &request,
+        key,
+        subject.now,
+    )?)
+}
+
+/// Creates the Secret, or applies it over our own Secret with the inspected resourceVersion as
+/// a precondition: a concurrent change fails with 409 and is retried from fresh state, so a
+/// foreign Secret can never be overwritten by a race.
+async fn write_secret(
+    ctx: &ServingContext,
+    subject: &Subject<'_>,
+    mut desired: Secret,
+) -> Result<(), ServingError> {
+    let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), subject.view.namespace);
+    match subject.live {
+        None => {
+            let pp = PostParams {
+                field_manager: Some(names::FIELD_MANAGER.into()),
+                ..Default::default()
+            };
+            secrets.create(&pp, &desired).await?;
+        }
+        Some(live) => {
+            desired.metadata.resource_version = live.resource_version();
+            let mut body = serde_json::to_value(&desired).map_err(kube::Error::SerdeError)?;
+            body["apiVersion"] = json!("v1");
+            body["kind"] = json!("Secret");
+            secrets
+                .patch(
+                    subject.secret_name,
+                    &PatchParams::apply(names::FIELD_MANAGER).force(),
+                    &Patch::Apply(body),
+                )
+                .await?;
+        }
+    }
+    Ok(())
 }
 
 /// Repairs the metadata of a Secret whose certificate is fine, in one conditional merge patch:
