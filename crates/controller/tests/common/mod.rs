@@ -18,62 +18,12 @@ pub const WAIT: Duration = Duration::from_secs(60);
 /// ClusterRole and its binding get a per-namespace name) and returns a client impersonating it.
 /// Every controller e2e test runs with exactly the permissions the deployment grants.
 pub async fn service_account_client(ctx: &TestContext) -> kube::Client {
-    use kube::api::{Patch, PatchParams};
     let path = service_ca_testing::workspace_root().join("deploy/base/rbac.yaml");
     let text = std::fs::read_to_string(&path).expect("deploy/base/rbac.yaml");
-    let ns = &ctx.namespace;
-    let unique = format!("service-ca-{ns}");
-    let pp = PatchParams::apply("service-ca-test").force();
-    let sas: Api<k8s_openapi::api::core::v1::ServiceAccount> = ctx.api();
-    sas.patch(
-        "service-ca",
-        &pp,
-        &Patch::Apply(json!({"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": "service-ca"}})),
-    )
-    .await
-    .expect("service account");
-    let docs: Vec<serde_json::Value> =
-        serde_saphyr::from_multiple(&text).expect("rbac.yaml parses");
-    for mut value in docs {
-        let kind = value["kind"].as_str().unwrap_or_default().to_string();
-        let cluster_scoped = kind.starts_with("Cluster");
-        if cluster_scoped {
-            value["metadata"]["name"] = json!(unique);
-        } else {
-            value["metadata"]["namespace"] = json!(ns);
-        }
-        if let Some(subjects) = value.get_mut("subjects").and_then(|s| s.as_array_mut()) {
-            for subject in subjects {
-                subject["namespace"] = json!(ns);
-            }
-        }
-        if kind == "ClusterRoleBinding" {
-            value["roleRef"]["name"] = json!(unique);
-        }
-        let name = value["metadata"]["name"]
-            .as_str()
-            .unwrap_or_default()
-            .to_string();
-        let resource = kube::api::ApiResource {
-            group: "rbac.authorization.k8s.io".into(),
-            version: "v1".into(),
-            api_version: "rbac.authorization.k8s.io/v1".into(),
-            kind: kind.clone(),
-            plural: format!("{}s", kind.to_lowercase()),
-        };
-        let api: Api<kube::api::DynamicObject> = if cluster_scoped {
-            Api::all_with(ctx.client.clone(), &resource)
-        } else {
-            Api::namespaced_with(ctx.client.clone(), ns, &resource)
-        };
-        api.patch(&name, &pp, &Patch::Apply(value))
-            .await
-            .unwrap_or_else(|e| panic!("applying {kind} {name}: {e}"));
-    }
-    let user = format!("system:serviceaccount:{ns}:service-ca");
-    service_ca_testing::client_from_kubeconfig(&ctx.kubeconfig, Some(&user))
-        .await
-        .expect("impersonating client")
+    let rbac: Vec<serde_json::Value> =
+        serde_saphyr::from_multiple(&text).expect("deploy/base/rbac.yaml parses");
+    let rbac: Vec<serde_json::Value> = rbac.into_iter().filter(|v| !v.is_null()).collect();
+    service_account_client_with(ctx, &rbac).await
 }
 
 /// The configuration every controller test starts from: CA and watches in the test namespace.
