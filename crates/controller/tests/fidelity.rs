@@ -89,22 +89,12 @@ async fn an_expired_ca_is_rotated_with_a_bridge() {
             .unwrap()
             .remove(0);
     assert_eq!(bridge.akid.as_deref(), Some(expired.skid().as_slice()));
-    let events = Api::<Event>::namespaced(ctx.client.clone(), &ctx.namespace);
-    eventually(
-        WAIT,
-        "a ServiceCARotated Event naming the expiry",
-        || async {
-            events
-                .list(&ListParams::default())
-                .await
-                .ok()?
-                .items
-                .into_iter()
-                .find(|e| {
-                    e.reason.as_deref() == Some("ServiceCARotated")
-                        && e.message.as_deref().is_some_and(|m| m.contains("expired"))
-                })
-        },
+    common::wait_for_event(
+        &ctx,
+        &ctx.namespace,
+        "signing-key",
+        "ServiceCARotated",
+        "expired",
     )
     .await;
 

@@ -3,12 +3,11 @@
 
 mod common;
 
-use common::{WAIT, controller, data, request_certificate, wait_secret};
-use k8s_openapi::api::core::v1::{Event, Secret, Service};
+use common::{controller, data, request_certificate, wait_secret};
+use k8s_openapi::api::core::v1::{Secret, Service};
 use kube::Api;
-use kube::api::ListParams;
 use service_ca_controller::names;
-use service_ca_testing::{TestContext, eventually};
+use service_ca_testing::TestContext;
 
 #[tokio::test]
 async fn a_failing_bundle_copy_does_not_block_issuance() {
@@ -27,22 +26,12 @@ async fn a_failing_bundle_copy_does_not_block_issuance() {
     )
     .await;
     assert!(data(&issued, names::TLS_KEY).is_some());
-    let events: Api<Event> = ctx.api();
-    eventually(
-        WAIT,
-        "a BundlePublishFailed Warning on the CA Secret",
-        || async {
-            events
-                .list(&ListParams::default())
-                .await
-                .ok()?
-                .items
-                .into_iter()
-                .find(|e| {
-                    e.reason.as_deref() == Some("BundlePublishFailed")
-                        && e.involved_object.name.as_deref() == Some("signing-key")
-                })
-        },
+    common::wait_for_event(
+        &ctx,
+        &ctx.namespace,
+        "signing-key",
+        "BundlePublishFailed",
+        "",
     )
     .await;
     assert!(
@@ -136,47 +125,17 @@ async fn write_fights_are_detected_and_bounded() {
         }
     });
 
-    let events: Api<Event> = ctx.api();
-    eventually(
-        WAIT,
-        "a fight over the Secret, naming the other writer",
-        || async {
-            events
-                .list(&ListParams::default())
-                .await
-                .ok()?
-                .items
-                .into_iter()
-                .find(|e| {
-                    e.reason.as_deref() == Some("WriteFightDetected")
-                        && e.message
-                            .as_deref()
-                            .is_some_and(|m| m.contains("label-stripper"))
-                })
-        },
+    // A fight over the Secret (reported on its Service) and one over the webhook, each naming
+    // the other writer.
+    common::wait_for_event(
+        &ctx,
+        &ctx.namespace,
+        "web",
+        "WriteFightDetected",
+        "label-stripper",
     )
     .await;
-    let default_events: Api<Event> = Api::namespaced(ctx.client.clone(), "default");
-    eventually(
-        WAIT,
-        "a fight over the webhook, naming the other writer",
-        || async {
-            default_events
-                .list(&ListParams::default())
-                .await
-                .ok()?
-                .items
-                .into_iter()
-                .find(|e| {
-                    e.reason.as_deref() == Some("WriteFightDetected")
-                        && e.involved_object.name.as_deref() == Some(name.as_str())
-                        && e.message
-                            .as_deref()
-                            .is_some_and(|m| m.contains("gitops-tool"))
-                })
-        },
-    )
-    .await;
+    common::wait_for_event(&ctx, "default", &name, "WriteFightDetected", "gitops-tool").await;
     // Both fights go on, but the controller has stopped answering them: its write rate is
     // bounded by the fight limit (5 writes per object), not by the other writer.
     let serving = running.metrics.writes_of("serving");

@@ -12,14 +12,14 @@ use common::{
     test_config, wait_for_new_bundle, wait_secret,
 };
 use k8s_openapi::ByteString;
-use k8s_openapi::api::core::v1::{ConfigMap, Event, Secret, Service};
-use kube::api::{ListParams, ObjectMeta, Patch, PatchParams, PostParams};
+use k8s_openapi::api::core::v1::{ConfigMap, Secret, Service};
+use kube::api::{ObjectMeta, Patch, PatchParams, PostParams};
 use kube::{Api, ResourceExt};
 use serde_json::json;
 use service_ca_controller::names;
 use service_ca_pki::{CaConfig, KeyAlgorithm, SigningCa};
+use service_ca_testing::TestContext;
 use service_ca_testing::tls::verify_chain;
-use service_ca_testing::{TestContext, eventually};
 
 fn is_issued(s: &Secret) -> bool {
     data(s, names::TLS_CRT).is_some_and(|c| !c.is_empty())
@@ -31,29 +31,6 @@ fn serial(s: &Secret) -> String {
         .ok()
         .and_then(|c| c.first().map(|c| c.serial_hex.clone()))
         .unwrap_or_default()
-}
-
-/// Waits for an Event with `reason` about `name` whose message contains `text`.
-async fn wait_event(ctx: &TestContext, namespace: &str, name: &str, reason: &str, text: &str) {
-    let events: Api<Event> = Api::namespaced(ctx.client.clone(), namespace);
-    eventually(
-        WAIT,
-        &format!("{reason} Event mentioning {text:?}"),
-        || async {
-            events
-                .list(&ListParams::default())
-                .await
-                .ok()?
-                .items
-                .into_iter()
-                .find(|e| {
-                    e.involved_object.name.as_deref() == Some(name)
-                        && e.reason.as_deref() == Some(reason)
-                        && e.message.as_deref().is_some_and(|m| m.contains(text))
-                })
-        },
-    )
-    .await;
 }
 
 #[tokio::test]
@@ -94,7 +71,7 @@ async fn a_ca_whose_certificate_field_holds_a_key_is_refused() {
         .unwrap();
     let client = service_account_client(&ctx).await;
     let running = service_ca_controller::start(client, test_config(&ctx)).unwrap();
-    wait_event(
+    common::wait_for_event(
         &ctx,
         &ctx.namespace,
         "signing-key",
@@ -156,7 +133,7 @@ async fn tampered_and_mismatched_secrets_are_reissued() {
         serial(s) != serial(&tampered)
     })
     .await;
-    wait_event(
+    common::wait_for_event(
         &ctx,
         &ctx.namespace,
         "tampered",
@@ -179,7 +156,7 @@ async fn tampered_and_mismatched_secrets_are_reissued() {
         serial(s) != serial(&mismatched)
     })
     .await;
-    wait_event(
+    common::wait_for_event(
         &ctx,
         &ctx.namespace,
         "mismatched",
@@ -212,7 +189,7 @@ async fn system_services_and_denied_namespaces_get_nothing() {
         )
         .await
         .unwrap();
-    wait_event(
+    common::wait_for_event(
         &ctx,
         "default",
         "kubernetes",
@@ -248,7 +225,7 @@ async fn system_services_and_denied_namespaces_get_nothing() {
     let services: Api<Service> = ctx.api();
     let secrets: Api<Secret> = ctx.api();
     request_certificate(&services, "denied", "denied-tls").await;
-    wait_event(
+    common::wait_for_event(
         &ctx,
         &ctx.namespace,
         "denied",
@@ -294,7 +271,7 @@ async fn forced_rotation_without_a_bridge_distrusts_the_old_ca() {
     let ca_secret = secrets.get("signing-key").await.unwrap();
     assert!(data(&ca_secret, names::INTERMEDIATE_CA_CRT).is_none());
     assert!(data(&ca_secret, names::CA_BUNDLE_CRT).is_none());
-    wait_event(
+    common::wait_for_event(
         &ctx,
         &ctx.namespace,
         "signing-key",
@@ -333,7 +310,7 @@ async fn an_immutable_configmap_with_an_old_bundle_is_reported() {
         .create(&PostParams::default(), &frozen)
         .await
         .unwrap();
-    wait_event(
+    common::wait_for_event(
         &ctx,
         &ctx.namespace,
         "frozen",

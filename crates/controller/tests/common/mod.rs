@@ -379,3 +379,34 @@ pub async fn admission_policy(
     .await;
     name
 }
+
+/// Waits until an Event with `reason` about the object `name` in `namespace` has a message
+/// containing `text`, and returns it.
+pub async fn wait_for_event(
+    ctx: &TestContext,
+    namespace: &str,
+    name: &str,
+    reason: &str,
+    text: &str,
+) -> k8s_openapi::api::core::v1::Event {
+    let events: Api<k8s_openapi::api::core::v1::Event> =
+        Api::namespaced(ctx.client.clone(), namespace);
+    service_ca_testing::eventually(
+        WAIT,
+        &format!("a {reason} Event about {name} mentioning {text:?}"),
+        || async {
+            events
+                .list(&kube::api::ListParams::default())
+                .await
+                .ok()?
+                .items
+                .into_iter()
+                .find(|e| {
+                    e.involved_object.name.as_deref() == Some(name)
+                        && e.reason.as_deref() == Some(reason)
+                        && e.message.as_deref().is_some_and(|m| m.contains(text))
+                })
+        },
+    )
+    .await
+}
