@@ -23,12 +23,11 @@ use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::authentication::v1::{TokenRequest, TokenRequestSpec};
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::{ConfigMap, Container, Namespace, Pod, Secret, Service};
-use kube::api::{DynamicObject, GroupVersionKind, Patch, PatchParams, PostParams};
-use kube::discovery::Scope;
+use kube::api::PostParams;
 use kube::{Api, Client};
 use serde_json::{Value, json};
 use service_ca_controller::names;
-use service_ca_testing::{TestEnv, eventually, testenv_binary, workspace_root};
+use service_ca_testing::{TestEnv, eventually};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 /// Every wait of this test is bounded by this.
@@ -351,69 +350,14 @@ fn api_server(kubeconfig: &Path) -> ApiServer {
 
 /// `kubectl kustomize deploy/base` with the control plane's own kubectl.
 fn render_base() -> Vec<Value> {
-    let testenv = testenv_binary().expect("the testenv binary");
-    let kubectl = testenv.with_file_name("kubectl");
-    let base = workspace_root().join("deploy/base");
-    let mut command = if kubectl.is_file() {
-        std::process::Command::new(&kubectl)
-    } else {
-        let mut c = std::process::Command::new(&testenv);
-        c.arg("kubectl");
-        c
-    };
-    let output = command
-        .arg("kustomize")
-        .arg(&base)
-        .output()
-        .expect("run kubectl kustomize");
-    assert!(
-        output.status.success(),
-        "kubectl kustomize {} failed: {}",
-        base.display(),
-        String::from_utf8_lossy(&output.stderr)
-    );
-    let text = String::from_utf8(output.stdout).expect("UTF-8 manifests");
-    let objects: Vec<Value> =
-        serde_saphyr::from_multiple(&text).expect("the rendered documents parse");
+    let objects = service_ca_testing::kustomize("deploy/base");
     assert!(!objects.is_empty(), "deploy/base renders no objects");
     objects
 }
 
 /// Server-side applies every object in order; fails listing every object that did not apply.
 async fn apply_all(client: &Client, objects: &[Value]) {
-    let pp = PatchParams::apply(FIELD_MANAGER);
-    let mut failures = Vec::new();
-    for value in objects {
-        let object: DynamicObject =
-            serde_json::from_value(value.clone()).expect("a rendered object parses");
-        let types = object.types.clone().expect("apiVersion and kind");
-        let what = format!(
-            "{} {}/{}",
-            types.kind,
-            object.metadata.namespace.as_deref().unwrap_or("-"),
-            object.metadata.name.as_deref().unwrap_or("?")
-        );
-        let gvk = GroupVersionKind::try_from(&types).expect("a valid apiVersion");
-        let (resource, caps) = match kube::discovery::pinned_kind(client, &gvk).await {
-            Ok(found) => found,
-            Err(e) => {
-                failures.push(format!("{what}: not served by the API server: {e}"));
-                continue;
-            }
-        };
-        let api: Api<DynamicObject> = match (&caps.scope, &object.metadata.namespace) {
-            (Scope::Cluster, _) => Api::all_with(client.clone(), &resource),
-            (Scope::Namespaced, Some(ns)) => Api::namespaced_with(client.clone(), ns, &resource),
-            (Scope::Namespaced, None) => {
-                failures.push(format!("{what}: namespaced but has no namespace"));
-                continue;
-            }
-        };
-        let name = object.metadata.name.clone().unwrap_or_default();
-        if let Err(e) = api.patch(&name, &pp, &Patch::Apply(value)).await {
-            failures.push(format!("{what}: {e}"));
-        }
-    }
+    let failures = service_ca_testing::apply_all(client, objects, FIELD_MANAGER).await;
     assert!(
         failures.is_empty(),
         "deploy/base does not apply cleanly:\n  {}",

@@ -20,11 +20,9 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::OnceLock;
 
-use kube::api::{DynamicObject, GroupVersionKind, Patch, PatchParams};
-use kube::discovery::Scope;
 use kube::{Api, Client};
 use serde_json::Value;
-use service_ca_testing::{TestEnv, testenv_binary, workspace_root};
+use service_ca_testing::{TestEnv, workspace_root};
 
 /// (kind, namespace, name) of a rendered object.
 type Id = (String, String, String);
@@ -96,30 +94,6 @@ fn render_chart(extra: &[&str]) -> Vec<Value> {
     let objects = parse(&helm(&args));
     assert!(!objects.is_empty(), "the chart renders no objects");
     objects
-}
-
-/// `kubectl kustomize DIR` with the control plane's own kubectl.
-fn kustomize(dir: &str) -> Vec<Value> {
-    let testenv = testenv_binary().expect("the testenv binary");
-    let kubectl = testenv.with_file_name("kubectl");
-    let mut command = if kubectl.is_file() {
-        Command::new(&kubectl)
-    } else {
-        let mut c = Command::new(&testenv);
-        c.arg("kubectl");
-        c
-    };
-    let output = command
-        .arg("kustomize")
-        .arg(workspace_root().join(dir))
-        .output()
-        .expect("run kubectl kustomize");
-    assert!(
-        output.status.success(),
-        "kubectl kustomize {dir} failed: {}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    parse(&String::from_utf8(output.stdout).expect("UTF-8 manifests"))
 }
 
 fn id(object: &Value) -> Id {
@@ -208,7 +182,7 @@ fn chart_lints() {
 #[test]
 fn default_values_render_the_kustomize_base() {
     let chart = render_chart(&[]);
-    let base = kustomize("deploy/base");
+    let base = service_ca_testing::kustomize("deploy/base");
     assert_eq!(
         ids(&chart),
         ids(&base),
@@ -332,7 +306,7 @@ fn namespaced_values_map_to_flags_and_roles() {
         "--set",
         "watchNamespace=openshift-service-ca",
     ]));
-    let mut overlay = ids(&kustomize("deploy/overlays/namespaced"));
+    let mut overlay = ids(&service_ca_testing::kustomize("deploy/overlays/namespaced"));
     overlay.insert((
         "ClusterRole".into(),
         String::new(),
@@ -355,34 +329,7 @@ async fn default_render_applies_to_a_control_plane() {
     // A dedicated control plane: the chart installs cluster-scoped objects.
     let env = TestEnv::start(None).expect("a dedicated testenv control plane");
     let client = env.client().await.expect("admin client");
-    let pp = PatchParams::apply("service-ca-helm-test");
-    let mut failures = Vec::new();
-    for value in &objects {
-        let object: DynamicObject =
-            serde_json::from_value(value.clone()).expect("a rendered object parses");
-        let types = object.types.clone().expect("apiVersion and kind");
-        let what = format!("{:?}", id(value));
-        let gvk = GroupVersionKind::try_from(&types).expect("a valid apiVersion");
-        let (resource, caps) = match kube::discovery::pinned_kind(&client, &gvk).await {
-            Ok(found) => found,
-            Err(e) => {
-                failures.push(format!("{what}: not served: {e}"));
-                continue;
-            }
-        };
-        let api: Api<DynamicObject> = match (&caps.scope, &object.metadata.namespace) {
-            (Scope::Cluster, _) => Api::all_with(client.clone(), &resource),
-            (Scope::Namespaced, Some(ns)) => Api::namespaced_with(client.clone(), ns, &resource),
-            (Scope::Namespaced, None) => {
-                failures.push(format!("{what}: namespaced without a namespace"));
-                continue;
-            }
-        };
-        let name = object.metadata.name.clone().unwrap_or_default();
-        if let Err(e) = api.patch(&name, &pp, &Patch::Apply(value)).await {
-            failures.push(format!("{what}: {e}"));
-        }
-    }
+    let failures = service_ca_testing::apply_all(&client, &objects, "service-ca-helm-test").await;
     assert!(
         failures.is_empty(),
         "the chart does not apply cleanly:\n  {}",

@@ -397,3 +397,91 @@ where
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
+
+/// `kubectl kustomize <workspace>/<dir>` with the control plane's own kubectl: the rendered
+/// objects. Panics (the test fails) with kubectl's message when rendering fails.
+pub fn kustomize(dir: &str) -> Vec<serde_json::Value> {
+    let testenv = testenv_binary().expect("the testenv binary");
+    let kubectl = testenv.with_file_name("kubectl");
+    let path = workspace_root().join(dir);
+    let mut command = if kubectl.is_file() {
+        Command::new(&kubectl)
+    } else {
+        let mut c = Command::new(&testenv);
+        c.arg("kubectl");
+        c
+    };
+    let output = command
+        .arg("kustomize")
+        .arg(&path)
+        .output()
+        .expect("run kubectl kustomize");
+    assert!(
+        output.status.success(),
+        "kubectl kustomize {} failed: {}",
+        path.display(),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let text = String::from_utf8(output.stdout).expect("UTF-8 manifests");
+    serde_saphyr::from_multiple(&text).expect("the rendered documents parse")
+}
+
+/// Server-side applies every object in order (kinds found by discovery) as `field_manager`;
+/// returns one line per object that did not apply, empty when all did.
+pub async fn apply_all(
+    client: &Client,
+    objects: &[serde_json::Value],
+    field_manager: &str,
+) -> Vec<String> {
+    use kube::api::{Patch, PatchParams};
+    use kube::core::GroupVersionKind;
+    use kube::discovery::Scope;
+    let pp = PatchParams::apply(field_manager);
+    let mut failures = Vec::new();
+    for value in objects {
+        let object: DynamicObject = match serde_json::from_value(value.clone()) {
+            Ok(object) => object,
+            Err(e) => {
+                failures.push(format!("an object does not parse: {e}"));
+                continue;
+            }
+        };
+        let Some(types) = object.types.clone() else {
+            failures.push("an object without apiVersion and kind".into());
+            continue;
+        };
+        let what = format!(
+            "{} {}/{}",
+            types.kind,
+            object.metadata.namespace.as_deref().unwrap_or("-"),
+            object.metadata.name.as_deref().unwrap_or("?")
+        );
+        let resource = match GroupVersionKind::try_from(&types) {
+            Ok(gvk) => kube::discovery::pinned_kind(client, &gvk).await,
+            Err(e) => {
+                failures.push(format!("{what}: invalid apiVersion: {e}"));
+                continue;
+            }
+        };
+        let (resource, caps) = match resource {
+            Ok(found) => found,
+            Err(e) => {
+                failures.push(format!("{what}: not served by the API server: {e}"));
+                continue;
+            }
+        };
+        let api: Api<DynamicObject> = match (&caps.scope, &object.metadata.namespace) {
+            (Scope::Cluster, _) => Api::all_with(client.clone(), &resource),
+            (Scope::Namespaced, Some(ns)) => Api::namespaced_with(client.clone(), ns, &resource),
+            (Scope::Namespaced, None) => {
+                failures.push(format!("{what}: namespaced but has no namespace"));
+                continue;
+            }
+        };
+        let name = object.metadata.name.clone().unwrap_or_default();
+        if let Err(e) = api.patch(&name, &pp, &Patch::Apply(value)).await {
+            failures.push(format!("{what}: {e}"));
+        }
+    }
+    failures
+}

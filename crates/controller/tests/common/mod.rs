@@ -185,31 +185,7 @@ pub fn metric_value(exposition: &str, name: &str) -> Option<f64> {
 
 /// `kubectl kustomize deploy/<dir>` with the control plane's kubectl: the rendered objects.
 pub fn kustomize(dir: &str) -> Vec<serde_json::Value> {
-    let testenv = service_ca_testing::testenv_binary().expect("the testenv binary");
-    let kubectl = testenv.with_file_name("kubectl");
-    let path = service_ca_testing::workspace_root()
-        .join("deploy")
-        .join(dir);
-    let mut command = if kubectl.is_file() {
-        std::process::Command::new(&kubectl)
-    } else {
-        let mut c = std::process::Command::new(&testenv);
-        c.arg("kubectl");
-        c
-    };
-    let output = command
-        .arg("kustomize")
-        .arg(&path)
-        .output()
-        .expect("run kubectl kustomize");
-    assert!(
-        output.status.success(),
-        "kubectl kustomize {} failed: {}",
-        path.display(),
-        String::from_utf8_lossy(&output.stderr)
-    );
-    let text = String::from_utf8(output.stdout).expect("UTF-8 manifests");
-    serde_saphyr::from_multiple(&text).expect("the rendered documents parse")
+    service_ca_testing::kustomize(&format!("deploy/{dir}"))
 }
 
 /// Like [`service_account_client`], with the RBAC objects given (e.g. the Roles an overlay
