@@ -20,7 +20,6 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use common::{WAIT, service_account_client, test_config, wait_secret};
-use k8s_openapi::api::authentication::v1::{TokenRequest, TokenRequestSpec};
 use k8s_openapi::api::core::v1::{ConfigMap, Secret, Service, ServiceAccount};
 use kube::api::{DeleteParams, DynamicObject, Patch, PatchParams, PostParams};
 use kube::{Api, Client};
@@ -204,23 +203,7 @@ async fn token_for(ctx: &TestContext, name: &str) -> String {
     )
     .await
     .unwrap_or_else(|e| panic!("ServiceAccount {name}: {e}"));
-    let request = TokenRequest {
-        spec: TokenRequestSpec {
-            audiences: vec![],
-            expiration_seconds: Some(3600),
-            ..Default::default()
-        },
-        ..Default::default()
-    };
-    let response: TokenRequest = sas
-        .create_subresource("token", name, &PostParams::default(), &request)
-        .await
-        .unwrap_or_else(|e| panic!("TokenRequest for {name}: {e}"));
-    response
-        .status
-        .map(|s| s.token)
-        .filter(|t| !t.is_empty())
-        .expect("a token in the TokenRequest status")
+    service_ca_testing::service_account_token(&ctx.client, &ctx.namespace, name).await
 }
 
 fn rbac_resource(kind: &str) -> kube::api::ApiResource {

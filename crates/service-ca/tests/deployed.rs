@@ -20,7 +20,6 @@ use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use k8s_openapi::api::apps::v1::Deployment;
-use k8s_openapi::api::authentication::v1::{TokenRequest, TokenRequestSpec};
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::{ConfigMap, Container, Namespace, Pod, Secret, Service};
 use kube::api::PostParams;
@@ -93,7 +92,8 @@ async fn shipped_deployment_runs_in_cluster() {
     );
     let (args, admin_addr) = admin_address(&container, args);
     let pod_env = container_env(&container);
-    let token = service_account_token(&admin, &pod_namespace, &service_account).await;
+    let token =
+        service_ca_testing::service_account_token(&admin, &pod_namespace, &service_account).await;
     let scratch = Scratch::new();
     let root = scratch.path.join("var-run");
     let sa_dir = root.join(SERVICEACCOUNT_DIR);
@@ -488,29 +488,6 @@ fn http_probe_path(container: &Container, which: &str) -> String {
         .and_then(|p| p.http_get.as_ref())
         .and_then(|h| h.path.clone())
         .unwrap_or_else(|| panic!("the container has an HTTP {which} probe"))
-}
-
-/// A token for the ServiceAccount from the TokenRequest API, as the kubelet would project it.
-async fn service_account_token(client: &Client, namespace: &str, name: &str) -> String {
-    let api: Api<k8s_openapi::api::core::v1::ServiceAccount> =
-        Api::namespaced(client.clone(), namespace);
-    let request = TokenRequest {
-        spec: TokenRequestSpec {
-            audiences: vec![],
-            expiration_seconds: Some(3600),
-            ..Default::default()
-        },
-        ..Default::default()
-    };
-    let response: TokenRequest = api
-        .create_subresource("token", name, &PostParams::default(), &request)
-        .await
-        .unwrap_or_else(|e| panic!("TokenRequest for {namespace}/{name}: {e}"));
-    response
-        .status
-        .map(|s| s.token)
-        .filter(|t| !t.is_empty())
-        .expect("a token in the TokenRequest status")
 }
 
 async fn lease_holder(leases: &Api<Lease>) -> Option<String> {

@@ -485,3 +485,28 @@ pub async fn apply_all(
     }
     failures
 }
+
+/// A token of ServiceAccount `namespace/name` from the TokenRequest API (one hour), as the
+/// kubelet would project it.
+pub async fn service_account_token(client: &Client, namespace: &str, name: &str) -> String {
+    use k8s_openapi::api::authentication::v1::{TokenRequest, TokenRequestSpec};
+    let api: Api<k8s_openapi::api::core::v1::ServiceAccount> =
+        Api::namespaced(client.clone(), namespace);
+    let request = TokenRequest {
+        spec: TokenRequestSpec {
+            audiences: vec![],
+            expiration_seconds: Some(3600),
+            ..Default::default()
+        },
+        ..Default::default()
+    };
+    let response: TokenRequest = api
+        .create_subresource("token", name, &PostParams::default(), &request)
+        .await
+        .unwrap_or_else(|e| panic!("TokenRequest for {namespace}/{name}: {e}"));
+    response
+        .status
+        .map(|s| s.token)
+        .filter(|t| !t.is_empty())
+        .expect("a token in the TokenRequest status")
+}
