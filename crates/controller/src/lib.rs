@@ -15,6 +15,8 @@ mod ca;
 mod config;
 mod events;
 mod fights;
+#[doc(hidden)]
+pub mod fuzzing;
 mod inject;
 mod leader;
 mod metrics;

@@ -5,6 +5,8 @@
 mod ca;
 mod der;
 mod error;
+#[doc(hidden)]
+pub mod fuzzing;
 mod inspect;
 mod key;
 mod serving;

@@ -2,6 +2,8 @@
 
 mod certview;
 mod cli_support;
+#[cfg(test)]
+mod fuzzing;
 mod inspect;
 mod issue;
 mod renew;

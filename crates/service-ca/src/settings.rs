@@ -363,7 +363,12 @@ impl Settings {
     pub fn from_file(path: &Path) -> anyhow::Result<Self> {
         let text = std::fs::read_to_string(path)
             .with_context(|| format!("reading config file {}", path.display()))?;
-        serde_saphyr::from_str(&text).with_context(|| format!("config file {}", path.display()))
+        Self::from_text(&text).with_context(|| format!("config file {}", path.display()))
+    }
+
+    /// Parses the text of a settings file (the fuzz target `config_file` calls this too).
+    pub fn from_text(text: &str) -> Result<Self, serde_saphyr::Error> {
+        serde_saphyr::from_str(text)
     }
 
     /// The validated controller configuration: preset, then every given value.

@@ -8,7 +8,7 @@
 //! - every write carries the resourceVersion that was read, so two writers cannot both rotate;
 //! - the bundle ConfigMap converges on content on every pass (not only when the CA changed).
 
-mod decide;
+pub(crate) mod decide;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;

@@ -1,7 +1,7 @@
 //! Serving certificates: annotated Services get `kubernetes.io/tls` Secrets, kept valid and
 //! re-issued when the CA, the Service's names or the certificate's age require it.
 
-mod decide;
+pub(crate) mod decide;
 mod index;
 mod reconcile;
 
