@@ -24,6 +24,7 @@ pub mod names;
 mod plumbing;
 mod readiness;
 mod serving;
+mod warm;
 
 use std::sync::Arc;
 
@@ -70,28 +71,61 @@ impl Running {
     }
 }
 
-/// Validates `cfg` and starts the CA manager and every controller on the current runtime, under
-/// a token of their own (for tests and embedding; a replica uses [`run`]).
+/// Validates `cfg` and starts the watches, the CA manager and every controller on the current
+/// runtime, under a token of their own (for tests and embedding; a replica uses [`run`]).
 pub fn start(client: Client, cfg: Config) -> Result<Running, ConfigError> {
-    start_term(
-        client,
-        cfg,
-        Arc::new(Metrics::new()),
-        CancellationToken::new(),
-        None,
-    )
+    let metrics = Arc::new(Metrics::new());
+    let token = CancellationToken::new();
+    let health = Arc::new(readiness::Readiness::new(metrics.clone()));
+    let root = readiness::Supervisor::new(TaskTracker::new(), token.clone(), health.clone());
+    let watches = Watches::start(&client, &cfg, &metrics, &root)?;
+    start_term(client, cfg, metrics, token, health, &watches)
 }
 
-/// Starts every controller under `token`: cancelling it stops them all.
+/// The watches every replica keeps current whether it leads or not, so that a new leader starts
+/// from warm caches (docs/reliability.md).
+struct Watches {
+    serving: Arc<serving::ServingWatches>,
+    inject: inject::InjectWatches,
+    caches: CacheSync,
+}
+
+impl Watches {
+    /// Validates `cfg` and starts every watch under `root` (the process's supervisor).
+    fn start(
+        client: &Client,
+        cfg: &Config,
+        metrics: &Arc<Metrics>,
+        root: &readiness::Supervisor,
+    ) -> Result<Self, ConfigError> {
+        cfg.validate()?;
+        let legacy = inject::Flavor::legacy_from_config(cfg)?;
+        let caches = CacheSync::default();
+        Ok(Self {
+            serving: Arc::new(serving::ServingWatches::start(
+                client,
+                cfg,
+                metrics.clone(),
+                &caches,
+                root,
+            )),
+            inject: inject::InjectWatches::start(client, cfg, legacy, &caches, root),
+            caches,
+        })
+    }
+}
+
+/// Starts the CA manager and every controller of one term under `token` (cancelling it stops
+/// them all), over the process's warm `watches`.
 fn start_term(
     client: Client,
     cfg: Config,
     metrics: Arc<Metrics>,
     token: CancellationToken,
-    health: Option<Arc<readiness::Readiness>>,
+    health: Arc<readiness::Readiness>,
+    watches: &Watches,
 ) -> Result<Running, ConfigError> {
     cfg.validate()?;
-    let legacy = inject::Flavor::legacy_from_config(&cfg)?;
     let cfg = Arc::new(cfg);
     let events = events::EventSink::new(client.clone());
     let (ca_tx, ca_rx) = watch::channel(None);
@@ -101,8 +135,6 @@ fn start_term(
         cfg.key_pool_threads,
     ));
     let tasks = TaskTracker::new();
-    let caches = CacheSync::default();
-    let health = health.unwrap_or_else(|| Arc::new(readiness::Readiness::new(metrics.clone())));
     let supervisor = readiness::Supervisor::new(tasks.clone(), token.clone(), health);
 
     supervisor.spawn(
@@ -118,29 +150,26 @@ fn start_term(
             ))
             .map(|_| ()),
     );
-    supervisor.spawn(
-        "serving",
-        serving::run(
-            serving::ServingContext::new(
-                client.clone(),
-                cfg.clone(),
-                ca_rx.clone(),
-                keys,
-                events.clone(),
-                metrics.clone(),
-            ),
-            caches.clone(),
-            token.clone(),
-        ),
+    let serving_ctx = serving::ServingContext::new(
+        client.clone(),
+        cfg.clone(),
+        ca_rx.clone(),
+        keys,
+        events.clone(),
+        metrics.clone(),
     );
+    let serving_watches = watches.serving.clone();
+    let serving_token = token.clone();
+    supervisor.spawn("serving", async move {
+        serving::run(serving_ctx, &serving_watches, serving_token).await
+    });
     let inject_ctx = Arc::new(inject::InjectContext::new(
         client,
         ca_rx.clone(),
         events,
         metrics.clone(),
-        caches.clone(),
     ));
-    inject::spawn_all(&supervisor, inject_ctx, &cfg, legacy);
+    watches.inject.start_term(&supervisor, &inject_ctx);
 
     Ok(Running {
         _cancel_on_drop: token.clone().drop_guard(),
@@ -148,7 +177,7 @@ fn start_term(
         tasks,
         metrics,
         ca: ca_rx,
-        caches,
+        caches: watches.caches.clone(),
     })
 }
 
@@ -227,6 +256,9 @@ pub async fn run(
                 metrics.clone(),
             )),
     );
+    // Watches run for the life of the process, leader or not: a follower's caches are warm.
+    let root = readiness::Supervisor::new(background.clone(), shutdown.clone(), readiness.clone());
+    let watches = Watches::start(&client, &cfg, &metrics, &root)?;
     let elector = leader::Elector::new(client.clone(), &opts);
     let (terms_tx, mut terms) = watch::channel(None);
     background.spawn(elector.clone().run(terms_tx, shutdown.clone()));
@@ -248,7 +280,8 @@ pub async fn run(
             cfg.clone(),
             metrics.clone(),
             term.clone(),
-            Some(readiness.clone()),
+            readiness.clone(),
+            &watches,
         ) {
             Ok(running) => running,
             Err(err) => break Err(err),

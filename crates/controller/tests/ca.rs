@@ -518,15 +518,38 @@ async fn two_replicas_one_leader_failover_and_admin_endpoints() {
     assert_eq!(replicas[follower_idx].2.issued_total(), 0);
     assert_eq!(replicas[follower_idx].2.writes_of("serving"), 0);
 
+    // The follower's watches are warm: its routing index already tracks the Service.
+    let follower_metrics = replicas[follower_idx].2.clone();
+    eventually(WAIT, "the follower's warm index", || async {
+        let body = follower_metrics.encode();
+        (common::metric_value(&body, "service_ca_tracked_services") == Some(1.0)).then_some(())
+    })
+    .await;
+
     // The leader dies without releasing the lease: the follower takes over within its duration.
     let (_, _, _, task) = replicas.remove(leader_idx);
     task.abort();
     let _ = task.await;
-    let (_, _, follower_metrics, follower_task) = replicas.remove(0);
+    let killed = std::time::Instant::now();
+    let (follower, _, follower_metrics, follower_task) = replicas.remove(0);
     request_certificate(&services, "two", "two-tls").await;
-    let started = std::time::Instant::now();
+    eventually(WAIT, "the follower holds the lease", || async {
+        let holder = leases
+            .get_opt("service-ca-controller-lock")
+            .await
+            .ok()
+            .flatten()
+            .and_then(|l| l.spec?.holder_identity);
+        (holder.as_deref() == Some(follower)).then_some(())
+    })
+    .await;
+    let acquired = std::time::Instant::now();
     wait_secret(&secrets, "two-tls", "issued by the new leader", is_issued).await;
-    eprintln!("failover: new leader issued after {:?}", started.elapsed());
+    eprintln!(
+        "failover: new leader issued {:?} after the kill, {:?} after taking the lease",
+        killed.elapsed(),
+        acquired.elapsed()
+    );
     assert!(follower_metrics.issued_total() >= 1);
     let holder = leases
         .get("service-ca-controller-lock")

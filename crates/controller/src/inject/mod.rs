@@ -16,7 +16,7 @@ use kube::api::{Patch, PatchParams};
 use kube::core::PartialObjectMeta;
 use kube::runtime::controller::{self, Action, Controller};
 use kube::runtime::events::EventType;
-use kube::runtime::reflector::{self, ObjectRef};
+use kube::runtime::reflector::ObjectRef;
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Api, Client, Resource, ResourceExt};
 use serde::Serialize;
@@ -32,6 +32,7 @@ use crate::metrics::Metrics;
 use crate::names;
 use crate::plumbing::{self, ReconcileError, ReconcileMeasurer};
 use crate::readiness::{CacheSync, Supervisor};
+use crate::warm::WarmCache;
 
 /// How long a failed injection waits before the next attempt (conflicts retry sooner).
 const RETRY: Duration = Duration::from_secs(30);
@@ -132,7 +133,6 @@ pub(crate) struct InjectContext {
     ca: CaReceiver,
     events: EventSink,
     metrics: Arc<Metrics>,
-    caches: CacheSync,
     blocked: WarningLimiter,
 }
 
@@ -143,14 +143,12 @@ impl InjectContext {
         ca: CaReceiver,
         events: EventSink,
         metrics: Arc<Metrics>,
-        caches: CacheSync,
     ) -> Self {
         Self {
             client,
             ca,
             events,
             metrics,
-            caches,
             // One Warning per blocked object per hour, and at once for a new bundle.
             blocked: WarningLimiter::new(Duration::from_secs(3600)),
         }
@@ -243,43 +241,60 @@ fn keep_selected<K: Target>(
     }
 }
 
-/// Runs one injector for kind `K` until `token` is cancelled.
+/// Starts the watch of one injector's targets under `root` (the process): metadata-only,
+/// caching only selected objects, stripped to the injection annotations.
+fn watch<K: Target>(
+    client: Client,
+    namespace: Option<&str>,
+    flavor: &Flavor,
+    caches: &CacheSync,
+    root: &Supervisor,
+) -> WarmCache<PartialObjectMeta<K>>
+where
+    PartialObjectMeta<K>: Resource<DynamicType = ()>,
+{
+    let api = K::watch_api(client, namespace);
+    let selects = flavor.selects;
+    let (cache, feed) = WarmCache::new(flavor.name, caches, move |writer| {
+        watcher(api, plumbing::watch_config())
+            .default_backoff()
+            .filter_map(move |event| {
+                futures::future::ready(match event {
+                    Ok(e) => keep_selected::<K>(selects, e).map(Ok),
+                    Err(e) => Some(Err(e)),
+                })
+            })
+            .modify(|obj| {
+                plumbing::keep_annotations(
+                    &mut obj.metadata,
+                    &[
+                        names::INJECT_BETA,
+                        names::INJECT_ALPHA,
+                        names::INJECT_LEGACY,
+                    ],
+                )
+            })
+            .reflect(writer)
+            .applied_objects()
+    });
+    root.spawn(flavor.name, feed);
+    cache
+}
+
+/// Runs one injector's controller for one term, over its warm cache, until `token` is
+/// cancelled.
 async fn run<K: Target>(
     ctx: Arc<InjectContext>,
-    namespace: Option<String>,
+    targets: &WarmCache<PartialObjectMeta<K>>,
     concurrency: u16,
     flavor: Flavor,
     token: CancellationToken,
 ) where
     PartialObjectMeta<K>: Resource<DynamicType = ()>,
 {
-    let (reader, writer) = reflector::store();
-    ctx.caches.track(reader.clone());
-    let ca_changes = plumbing::ca_changes(ctx.ca.clone());
-    let api = K::watch_api(ctx.client.clone(), namespace.as_deref());
-    let targets = watcher(api, plumbing::watch_config())
-        .default_backoff()
-        .filter_map(move |event| {
-            futures::future::ready(match event {
-                Ok(e) => keep_selected::<K>(flavor.selects, e).map(Ok),
-                Err(e) => Some(Err(e)),
-            })
-        })
-        .modify(|obj| {
-            plumbing::keep_annotations(
-                &mut obj.metadata,
-                &[
-                    names::INJECT_BETA,
-                    names::INJECT_ALPHA,
-                    names::INJECT_LEGACY,
-                ],
-            )
-        })
-        .reflect(writer)
-        .applied_objects();
     let name = flavor.name;
-    let results = Controller::for_stream(targets, reader)
-        .reconcile_all_on(ca_changes)
+    let results = Controller::for_stream(targets.subscribe(), targets.store())
+        .reconcile_all_on(plumbing::ca_changes(ctx.ca.clone()))
         .with_config(controller::Config::default().concurrency(concurrency))
         .graceful_shutdown_on(token.cancelled_owned())
         .run(
@@ -480,65 +495,93 @@ async fn report_replaced_data<K: Target>(
         .await;
 }
 
-/// Starts one injector per kind under `supervisor`, and the legacy ConfigMap injector when given.
-pub(crate) fn spawn_all(
-    supervisor: &Supervisor,
-    ctx: Arc<InjectContext>,
-    cfg: &Config,
-    legacy: Option<Flavor>,
-) {
-    use k8s_openapi::api::admissionregistration::v1::{
-        MutatingWebhookConfiguration, ValidatingWebhookConfiguration,
-    };
-    use k8s_openapi::api::core::v1::ConfigMap;
-    use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
-    use k8s_openapi::kube_aggregator::pkg::apis::apiregistration::v1::APIService;
-    let spawn = Spawner {
-        supervisor,
-        ctx: &ctx,
-        cfg,
-    };
-    spawn.standard::<ConfigMap>();
-    if let Some(legacy) = legacy {
-        spawn.flavor::<ConfigMap>(legacy);
+/// Starts one term's controller for an injector over its warm cache.
+type TermStarter = Box<dyn Fn(&Supervisor, &Arc<InjectContext>) + Send + Sync>;
+
+/// The injectors' watches (one per kind, and the legacy ConfigMap injector's when configured),
+/// kept current for the whole process; each term starts its controllers over them.
+pub(crate) struct InjectWatches {
+    starters: Vec<TermStarter>,
+}
+
+impl InjectWatches {
+    /// Starts the watch of every injector the configuration enables under `root`.
+    pub(crate) fn start(
+        client: &Client,
+        cfg: &Config,
+        legacy: Option<Flavor>,
+        caches: &CacheSync,
+        root: &Supervisor,
+    ) -> Self {
+        use k8s_openapi::api::admissionregistration::v1::{
+            MutatingWebhookConfiguration, ValidatingWebhookConfiguration,
+        };
+        use k8s_openapi::api::core::v1::ConfigMap;
+        use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+        use k8s_openapi::kube_aggregator::pkg::apis::apiregistration::v1::APIService;
+        let mut watches = Self { starters: vec![] };
+        let mut add = WatchAdder {
+            client,
+            cfg,
+            caches,
+            root,
+            watches: &mut watches,
+        };
+        add.flavor::<ConfigMap>(Flavor::standard::<ConfigMap>());
+        if let Some(legacy) = legacy {
+            add.flavor::<ConfigMap>(legacy);
+        }
+        if cfg.cluster_scoped_injection {
+            add.flavor::<APIService>(Flavor::standard::<APIService>());
+            add.flavor::<CustomResourceDefinition>(Flavor::standard::<CustomResourceDefinition>());
+            add.flavor::<MutatingWebhookConfiguration>(Flavor::standard::<
+                MutatingWebhookConfiguration,
+            >());
+            add.flavor::<ValidatingWebhookConfiguration>(Flavor::standard::<
+                ValidatingWebhookConfiguration,
+            >());
+        }
+        watches
     }
-    if cfg.cluster_scoped_injection {
-        spawn.standard::<APIService>();
-        spawn.standard::<CustomResourceDefinition>();
-        spawn.standard::<MutatingWebhookConfiguration>();
-        spawn.standard::<ValidatingWebhookConfiguration>();
+
+    /// Starts every injector's controller for the term `supervisor` runs.
+    pub(crate) fn start_term(&self, supervisor: &Supervisor, ctx: &Arc<InjectContext>) {
+        for start in &self.starters {
+            start(supervisor, ctx);
+        }
     }
 }
 
-/// What every injector task is started with.
-struct Spawner<'a> {
-    supervisor: &'a Supervisor,
-    ctx: &'a Arc<InjectContext>,
+/// What every injector's watch is started with.
+struct WatchAdder<'a> {
+    client: &'a Client,
     cfg: &'a Config,
+    caches: &'a CacheSync,
+    root: &'a Supervisor,
+    watches: &'a mut InjectWatches,
 }
 
-impl Spawner<'_> {
-    fn standard<K: Target>(&self)
+impl WatchAdder<'_> {
+    fn flavor<K: Target>(&mut self, flavor: Flavor)
     where
         PartialObjectMeta<K>: Resource<DynamicType = ()>,
     {
-        self.flavor::<K>(Flavor::standard::<K>());
-    }
-
-    fn flavor<K: Target>(&self, flavor: Flavor)
-    where
-        PartialObjectMeta<K>: Resource<DynamicType = ()>,
-    {
-        self.supervisor.spawn(
-            flavor.name,
-            run::<K>(
-                self.ctx.clone(),
-                self.cfg.watch_namespace.clone(),
-                self.cfg.concurrency,
-                flavor,
-                self.supervisor.token().clone(),
-            ),
-        );
+        let namespace = self.cfg.watch_namespace.as_deref();
+        let targets = Arc::new(watch::<K>(
+            self.client.clone(),
+            namespace,
+            &flavor,
+            self.caches,
+            self.root,
+        ));
+        let concurrency = self.cfg.concurrency;
+        self.watches.starters.push(Box::new(move |supervisor, ctx| {
+            let (targets, ctx, flavor) = (targets.clone(), ctx.clone(), flavor.clone());
+            let token = supervisor.token().clone();
+            supervisor.spawn(flavor.name, async move {
+                run::<K>(ctx, &targets, concurrency, flavor, token).await
+            });
+        }));
     }
 }
 

@@ -6,4 +6,4 @@ mod index;
 mod reconcile;
 
 pub(crate) use decide::format_expiry;
-pub(crate) use reconcile::{ServingContext, run};
+pub(crate) use reconcile::{ServingContext, ServingWatches, run};

@@ -18,7 +18,7 @@ use kube::api::{Api, Patch, PatchParams, PostParams};
 use kube::core::PartialObjectMeta;
 use kube::runtime::controller::{self, Action, Controller};
 use kube::runtime::events::EventType;
-use kube::runtime::reflector::{self, ObjectRef};
+use kube::runtime::reflector::ObjectRef;
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Client, Resource, ResourceExt};
 use serde_json::json;
@@ -38,7 +38,8 @@ use crate::fights::{FightDetector, Verdict};
 use crate::metrics::Metrics;
 use crate::names;
 use crate::plumbing::{self, ReconcileError, ReconcileMeasurer};
-use crate::readiness::CacheSync;
+use crate::readiness::{CacheSync, Supervisor};
+use crate::warm::WarmCache;
 
 const CONTROLLER: &str = "serving";
 /// Longest wait between two looks at a Service, even when nothing changes.
@@ -98,7 +99,6 @@ pub(crate) struct ServingContext {
     keys: Arc<KeyPool>,
     events: EventSink,
     metrics: Arc<Metrics>,
-    index: SecretIndex,
     warnings: WarningLimiter,
     fights: FightDetector,
 }
@@ -119,7 +119,6 @@ impl ServingContext {
             ca,
             keys,
             events,
-            index: SecretIndex::new(metrics.clone()),
             warnings: WarningLimiter::new(RETRY_CAP),
             fights: FightDetector::default(),
             metrics,
@@ -186,43 +185,69 @@ const SERVICE_ANNOTATIONS_READ: &[&str] = &[
     names::SECRET_ANNOTATIONS,
 ];
 
-/// Runs the controller until `token` is cancelled.
-pub(crate) async fn run(ctx: Arc<ServingContext>, caches: CacheSync, token: CancellationToken) {
-    let (services, secrets): (Api<Service>, Api<PartialObjectMeta<Secret>>) =
-        match &ctx.cfg.watch_namespace {
-            Some(ns) => (
-                Api::namespaced(ctx.client.clone(), ns),
-                Api::namespaced(ctx.client.clone(), ns),
-            ),
-            None => (Api::all(ctx.client.clone()), Api::all(ctx.client.clone())),
-        };
-    let (reader, writer) = reflector::store();
-    caches.track(reader.clone());
-    let index_ctx = ctx.clone();
-    let predicate_ctx = ctx.clone();
-    let service_events = watcher(services, plumbing::watch_config())
-        .default_backoff()
-        .modify(strip)
-        .inspect_ok(move |event| index_ctx.index.observe(event))
-        .reflect(writer)
-        .applied_objects()
-        .predicate_filter(
-            move |svc: &Service| {
-                let resets = svc.metadata.namespace.as_deref().map_or(0, |ns| {
-                    predicate_ctx.index.counter_resets(ns, &svc.name_any())
-                });
-                service_inputs(svc, resets)
-            },
-            Default::default(),
-        );
-    let secret_events = watcher(secrets, plumbing::watch_config())
-        .default_backoff()
-        .touched_objects();
-    let route_ctx = ctx.clone();
-    let results = Controller::for_stream(service_events, reader)
-        .watches_stream(secret_events, move |secret: PartialObjectMeta<Secret>| {
-            route_secret(&route_ctx.index, &secret)
-        })
+/// The serving controller's watches: Services (cached, stripped) and Secrets (metadata-only,
+/// uncached, routed to their Service), kept current for the whole process so that a new term
+/// starts from warm state.
+pub(crate) struct ServingWatches {
+    services: WarmCache<Service>,
+}
+
+impl ServingWatches {
+    /// Starts both watches under `root` (the process, not a term).
+    pub(crate) fn start(
+        client: &Client,
+        cfg: &Config,
+        metrics: Arc<Metrics>,
+        caches: &CacheSync,
+        root: &Supervisor,
+    ) -> Self {
+        let (services, secrets): (Api<Service>, Api<PartialObjectMeta<Secret>>) =
+            match &cfg.watch_namespace {
+                Some(ns) => (
+                    Api::namespaced(client.clone(), ns),
+                    Api::namespaced(client.clone(), ns),
+                ),
+                None => (Api::all(client.clone()), Api::all(client.clone())),
+            };
+        let index = Arc::new(SecretIndex::new(metrics));
+        let (observe, predicate) = (index.clone(), index.clone());
+        let (cache, feed) = WarmCache::new("services", caches, move |writer| {
+            watcher(services, plumbing::watch_config())
+                .default_backoff()
+                .modify(strip)
+                .inspect_ok(move |event| observe.observe(event))
+                .reflect(writer)
+                .applied_objects()
+                .predicate_filter(
+                    move |svc: &Service| {
+                        let resets = svc
+                            .metadata
+                            .namespace
+                            .as_deref()
+                            .map_or(0, |ns| predicate.counter_resets(ns, &svc.name_any()));
+                        service_inputs(svc, resets)
+                    },
+                    Default::default(),
+                )
+        });
+        root.spawn("services-watch", feed);
+        let route = index;
+        let routed = watcher(secrets, plumbing::watch_config())
+            .default_backoff()
+            .touched_objects()
+            .map_ok(move |secret| route_secret(&route, &secret));
+        root.spawn("secrets-watch", cache.also_triggered_by(routed));
+        Self { services: cache }
+    }
+}
+
+/// Runs the controller of one term until `token` is cancelled.
+pub(crate) async fn run(
+    ctx: Arc<ServingContext>,
+    watches: &ServingWatches,
+    token: CancellationToken,
+) {
+    let results = Controller::for_stream(watches.services.subscribe(), watches.services.store())
         .reconcile_all_on(plumbing::ca_changes(ctx.ca.clone()))
         .with_config(controller::Config::default().concurrency(ctx.cfg.concurrency))
         .graceful_shutdown_on(token.cancelled_owned())
