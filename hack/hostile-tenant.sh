@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Memory under a hostile tenant (issue 11): N Services and N annotated ConfigMaps, each carrying
 # ~200 KiB of annotations the controller does not read, created in one namespace while the
-# controller runs cluster-wide against the local control plane. The Services are headless (the
-# local control plane has a /24 service range). Reports the controller's peak RSS
+# controller runs cluster-wide against the local control plane. The Services are headless (they
+# need no ClusterIP, so the run measures the controller, not IP allocation). Reports the controller's peak RSS
 # (VmHWM) before and after, and checks that it still issues a certificate afterwards.
 # Usage: hack/hostile-tenant.sh [N] [path/to/service-ca]   (default 1000, target/release/service-ca)
 set -euo pipefail

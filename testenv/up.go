@@ -141,7 +141,7 @@ func apiserverArgs(c credentials, p ports) []string {
 		"--service-account-signing-key-file=" + c.path("service-account.key"),
 		"--service-account-issuer=https://kubernetes.default.svc",
 		"--authorization-mode=RBAC",
-		"--service-cluster-ip-range=10.0.0.0/24",
+		"--service-cluster-ip-range=10.0.0.0/16",
 		"--endpoint-reconciler-type=none",
 		"--allow-privileged=true",
 		"--profiling=false",
