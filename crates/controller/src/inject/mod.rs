@@ -90,6 +90,19 @@ pub(crate) trait Target:
     fn watch_api(client: Client, namespace: Option<&str>) -> Api<PartialObjectMeta<Self>>;
     /// What injecting `bundle` into this object takes.
     fn injection(&self, bundle: &str) -> Outcome;
+    /// The injection, when the cached metadata alone decides it (no GET): `ours` says the
+    /// object is as this process last wrote it. None: read the object first.
+    fn injection_from_meta(
+        _meta: &kube::api::ObjectMeta,
+        _bundle: &str,
+        _ours: bool,
+    ) -> Option<Outcome> {
+        None
+    }
+    /// Drops what the cache does not need from a watched object's managed fields.
+    fn trim_cached(meta: &mut kube::api::ObjectMeta) {
+        meta.managed_fields = None;
+    }
 }
 
 /// Whether the injection annotation asks for this object: value `true`, any case (docs/behavior.md §10.1).
@@ -226,6 +239,94 @@ struct KindContext {
     shared: Arc<InjectContext>,
     flavor: Flavor,
     fights: FightDetector,
+    written: WrittenVersions,
+}
+
+/// The resourceVersion each object had after this term's last write to it, and a hash of the
+/// bundle written: an event carrying that version needs no GET (it is our own write coming
+/// back, or a new CA to write over content we know).
+struct WrittenVersions {
+    versions: std::sync::Mutex<std::collections::HashMap<String, (String, u64)>>,
+    /// Whether an object (by [`describe`]) is still in the cache, and how many are: bounds the
+    /// map by the objects that still exist.
+    exists: Box<dyn Fn(&str) -> bool + Send + Sync>,
+    cached: Box<dyn Fn() -> usize + Send + Sync>,
+}
+
+impl WrittenVersions {
+    /// Versions of the objects in `store`.
+    fn new<K: Target>(store: kube::runtime::reflector::Store<PartialObjectMeta<K>>) -> Self
+    where
+        PartialObjectMeta<K>: Resource<DynamicType = ()>,
+    {
+        let count = store.clone();
+        Self {
+            versions: Default::default(),
+            exists: Box::new(move |object| {
+                let reference = match object.split_once('/') {
+                    Some((ns, name)) => ObjectRef::new(name).within(ns),
+                    None => ObjectRef::new(object),
+                };
+                store.get(&reference).is_some()
+            }),
+            cached: Box::new(move || count.len()),
+        }
+    }
+
+    /// How the object at `meta`'s resourceVersion relates to our last write.
+    fn lookup(&self, object: &str, meta: &kube::api::ObjectMeta, bundle: &str) -> Written {
+        let known = self
+            .versions
+            .lock()
+            .ok()
+            .and_then(|v| v.get(object).cloned());
+        match known {
+            Some((version, hash)) if meta.resource_version.as_deref() == Some(version.as_str()) => {
+                if hash == bundle_hash(bundle) {
+                    Written::Current
+                } else {
+                    Written::Outdated
+                }
+            }
+            _ => Written::Unknown,
+        }
+    }
+
+    /// Records the version our write produced (None: forget the object).
+    fn record(&self, object: &str, version: Option<String>, bundle: &str) {
+        let Ok(mut versions) = self.versions.lock() else {
+            return;
+        };
+        match version {
+            Some(version) => {
+                versions.insert(object.to_string(), (version, bundle_hash(bundle)));
+            }
+            None => {
+                versions.remove(object);
+            }
+        }
+        if versions.len() > 2 * (self.cached)() + 512 {
+            versions.retain(|k, _| (self.exists)(k));
+        }
+    }
+}
+
+/// What [`WrittenVersions`] knows of an object.
+#[derive(Debug, PartialEq)]
+enum Written {
+    /// Not as we last wrote it (or never written by this term).
+    Unknown,
+    /// As we last wrote it, holding the current bundle.
+    Current,
+    /// As we last wrote it, holding a previous bundle.
+    Outdated,
+}
+
+fn bundle_hash(bundle: &str) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    bundle.hash(&mut h);
+    h.finish()
 }
 
 /// Keeps only selected objects in the cache: an object that loses its annotation is turned into
@@ -265,14 +366,18 @@ where
                 })
             })
             .modify(|obj| {
+                K::trim_cached(&mut obj.metadata);
+                let managed_fields = obj.metadata.managed_fields.take();
                 plumbing::keep_annotations(
                     &mut obj.metadata,
                     &[
                         names::INJECT_BETA,
                         names::INJECT_ALPHA,
                         names::INJECT_LEGACY,
+                        names::OWNING_COMPONENT,
                     ],
-                )
+                );
+                obj.metadata.managed_fields = managed_fields;
             })
             .reflect(writer)
             .applied_objects()
@@ -293,6 +398,7 @@ async fn run<K: Target>(
     PartialObjectMeta<K>: Resource<DynamicType = ()>,
 {
     let name = flavor.name;
+    let written = WrittenVersions::new::<K>(targets.store());
     let results = Controller::for_stream(targets.subscribe(), targets.store())
         .reconcile_all_on(plumbing::ca_changes(ctx.ca.clone()))
         .with_config(controller::Config::default().concurrency(concurrency))
@@ -304,6 +410,7 @@ async fn run<K: Target>(
                 shared: ctx,
                 flavor,
                 fights: FightDetector::default(),
+                written,
             }),
         );
     plumbing::consume(name, results).await;
@@ -347,11 +454,15 @@ fn describe(meta: &kube::api::ObjectMeta) -> String {
     }
 }
 
-/// Observe (the live object, the bundle), decide ([`Target::injection`]), execute one arm.
+/// Observe (the cached metadata, our last write, else the live object; the bundle), decide
+/// ([`Target::injection_from_meta`], else [`Target::injection`]), execute one arm.
 async fn inject<K: Target>(
     meta: &PartialObjectMeta<K>,
     kind: &KindContext,
-) -> Result<Action, InjectError> {
+) -> Result<Action, InjectError>
+where
+    PartialObjectMeta<K>: Resource<DynamicType = ()>,
+{
     let (ctx, flavor) = (kind.shared.as_ref(), &kind.flavor);
     let Some(bundle) = ctx
         .ca
@@ -361,15 +472,49 @@ async fn inject<K: Target>(
     else {
         return Ok(Action::await_change());
     };
+    let object = describe(&meta.metadata);
+    let written = kind.written.lookup(&object, &meta.metadata, &bundle);
+    if written == Written::Current {
+        // Our own write coming back.
+        return Ok(Action::await_change());
+    }
+    if let Some(until) = kind.fights.paused_until(&object) {
+        debug!(kind = flavor.name, %object, "left alone: another writer keeps undoing the injection");
+        let wait = until.saturating_duration_since(tokio::time::Instant::now());
+        return Ok(Action::requeue(wait.max(Duration::from_secs(1))));
+    }
     let api = K::api(ctx.client.clone(), meta.metadata.namespace.as_deref());
+    let target = Written::Outdated == written;
+    if let Some(Outcome::Patch {
+        body,
+        removed_data_keys,
+    }) = K::injection_from_meta(&meta.metadata, &bundle, target)
+    {
+        // One write, straight from the event: its resourceVersion is the precondition, so a
+        // conflict means newer state is on its way.
+        let reference = meta.object_ref(&());
+        match write_patch(kind, &api, &meta.metadata, &object, body, &bundle).await {
+            Ok(()) => {
+                if !removed_data_keys.is_empty() {
+                    report_replaced_data(kind, reference, &object, &removed_data_keys).await;
+                }
+                return Ok(Action::await_change());
+            }
+            // Invalid for a reason the metadata does not show (an immutable ConfigMap): read it.
+            Err(InjectError::Kube(e)) if plumbing::status_code(&e) == Some(422) => {
+                debug!(kind = flavor.name, %object, error = %plumbing::api_message(&e), "reading the object after a refused patch")
+            }
+            Err(e) => return Err(e),
+        }
+    }
     let Some(live) = api.get_opt(&meta.name_any()).await? else {
+        kind.written.record(&object, None, &bundle);
         return Ok(Action::await_change());
     };
     // Re-check on the live object: an annotation removed since the event means no injection.
     if !(flavor.selects)(live.meta()) {
         return Ok(Action::await_change());
     }
-    let object = describe(live.meta());
     match live.injection(&bundle) {
         Outcome::UpToDate => Ok(Action::await_change()),
         Outcome::Skip(reason) => {
@@ -377,36 +522,31 @@ async fn inject<K: Target>(
             Ok(Action::await_change())
         }
         Outcome::Blocked(reason) => {
-            report_blocked(kind, &live, &object, &reason, &bundle).await;
+            report_blocked(kind, live.object_ref(&()), &object, &reason, &bundle).await;
             Ok(Action::await_change())
-        }
-        Outcome::Patch { .. } if kind.fights.paused_until(&object).is_some() => {
-            debug!(kind = flavor.name, %object, "left alone: another writer keeps undoing the injection");
-            let wait = kind.fights.paused_until(&object).map_or(RETRY, |until| {
-                until.saturating_duration_since(tokio::time::Instant::now())
-            });
-            Ok(Action::requeue(wait.max(Duration::from_secs(1))))
         }
         Outcome::Patch {
             body,
             removed_data_keys,
         } => {
-            write_patch(kind, &api, &live, &object, body).await?;
+            write_patch(kind, &api, live.meta(), &object, body, &bundle).await?;
             if !removed_data_keys.is_empty() {
-                report_replaced_data(kind, &live, &object, &removed_data_keys).await;
+                report_replaced_data(kind, live.object_ref(&()), &object, &removed_data_keys).await;
             }
             Ok(Action::await_change())
         }
     }
 }
 
-/// Sends the injection patch, and reports a write fight when this write starts one.
+/// Sends the injection patch (conditional on the resourceVersion in `before`), remembers the
+/// version it produced, and reports a write fight when this write starts one.
 async fn write_patch<K: Target>(
     kind: &KindContext,
     api: &Api<K>,
-    live: &K,
+    before: &kube::api::ObjectMeta,
     object: &str,
     body: PatchBody,
+    bundle: &str,
 ) -> Result<(), InjectError> {
     let (ctx, flavor) = (kind.shared.as_ref(), &kind.flavor);
     let pp = PatchParams {
@@ -417,15 +557,22 @@ async fn write_patch<K: Target>(
         PatchBody::Merge(body) => Patch::Merge(body),
         PatchBody::Json(ops) => Patch::Json(serde_json::from_value::<json_patch::Patch>(ops)?),
     };
-    api.patch(&live.name_any(), &pp, &patch).await?;
+    let name = before.name.as_deref().unwrap_or_default();
+    let after = api.patch(name, &pp, &patch).await?;
+    kind.written
+        .record(object, after.meta().resource_version.clone(), bundle);
+    if after.meta().resource_version == before.resource_version {
+        // Nothing changed (the object already held the bundle): not a write.
+        return Ok(());
+    }
     ctx.metrics.wrote(flavor.name);
     info!(kind = flavor.name, %object, "CA bundle injected");
     if let Verdict::FightStarted(_) = kind.fights.record(object) {
-        let other = crate::fights::other_manager(live.meta().managed_fields.as_ref());
+        let other = crate::fights::other_manager(before.managed_fields.as_ref());
         warn!(kind = flavor.name, %object, %other, "write fight detected");
         ctx.events
             .publish(
-                &live.object_ref(&()),
+                &after.object_ref(&()),
                 EventType::Warning,
                 "WriteFightDetected",
                 "Inject",
@@ -440,9 +587,9 @@ async fn write_patch<K: Target>(
 
 /// An object holding an outdated bundle it cannot be updated to: a Warning (once per object and
 /// bundle per hour) and the metric.
-async fn report_blocked<K: Target>(
+async fn report_blocked(
     kind: &KindContext,
-    live: &K,
+    reference: k8s_openapi::api::core::v1::ObjectReference,
     object: &str,
     reason: &str,
     bundle: &str,
@@ -450,17 +597,12 @@ async fn report_blocked<K: Target>(
     let ctx = kind.shared.as_ref();
     warn!(kind = kind.flavor.name, %object, %reason, "outdated CA bundle cannot be updated");
     // Keyed by the bundle too: a new CA is reported again at once.
-    let key = format!("{reason} {:x}", {
-        use std::hash::{Hash, Hasher};
-        let mut h = std::collections::hash_map::DefaultHasher::new();
-        bundle.hash(&mut h);
-        h.finish()
-    });
+    let key = format!("{reason} {:x}", bundle_hash(bundle));
     if ctx.blocked.admit(object, &key) {
         ctx.metrics.injection_blocked(kind.flavor.name);
         ctx.events
             .publish(
-                &live.object_ref(&()),
+                &reference,
                 EventType::Warning,
                 "CABundleInjectionBlocked",
                 "Inject",
@@ -471,9 +613,9 @@ async fn report_blocked<K: Target>(
 }
 
 /// ConfigMap injection removed other data keys (the original's contract): say which.
-async fn report_replaced_data<K: Target>(
+async fn report_replaced_data(
     kind: &KindContext,
-    live: &K,
+    reference: k8s_openapi::api::core::v1::ObjectReference,
     object: &str,
     keys: &[String],
 ) {
@@ -486,7 +628,7 @@ async fn report_replaced_data<K: Target>(
     kind.shared
         .events
         .publish(
-            &live.object_ref(&()),
+            &reference,
             EventType::Warning,
             "CABundleInjectionReplacedData",
             "Inject",

@@ -7,6 +7,7 @@ use k8s_openapi::api::admissionregistration::v1::{
 };
 use k8s_openapi::api::core::v1::ConfigMap;
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{FieldsV1, ManagedFieldsEntry};
 use k8s_openapi::kube_aggregator::pkg::apis::apiregistration::v1::APIService;
 use kube::core::PartialObjectMeta;
 use kube::{Api, Client, ResourceExt};
@@ -57,31 +58,102 @@ impl Target for ConfigMap {
                 "the ConfigMap is immutable; recreate it without `immutable: true` to receive the current bundle".into(),
             );
         }
-        let removed: Vec<String> = data
-            .keys()
-            .filter(|k| k.as_str() != names::SERVICE_CA_CRT)
-            .cloned()
-            .collect();
-        let mut patch_data = serde_json::Map::new();
-        for key in &removed {
-            patch_data.insert(key.clone(), Value::Null);
+        configmap_patch(&self.metadata, data.keys().cloned(), bundle)
+    }
+
+    fn injection_from_meta(
+        meta: &kube::api::ObjectMeta,
+        bundle: &str,
+        ours: bool,
+    ) -> Option<Outcome> {
+        // Content known without a GET: what this process wrote last (`ours`), or a ConfigMap
+        // whose field owners show it has no service-ca.crt yet (a new target), so a write is
+        // due whatever the values of its other keys. Immutability is not in the metadata: the
+        // API server refuses the patch then, and the caller falls back to reading the object.
+        let keys = if ours {
+            vec![names::SERVICE_CA_CRT.to_string()]
+        } else {
+            let keys = data_keys(meta)?;
+            if keys.iter().any(|k| k == names::SERVICE_CA_CRT) {
+                return None;
+            }
+            keys
+        };
+        Some(configmap_patch(meta, keys.into_iter(), bundle))
+    }
+
+    fn trim_cached(meta: &mut kube::api::ObjectMeta) {
+        // Keep who owns which data key (and when), nothing else: enough to decide a new
+        // target's patch and to name the other writer of a fight.
+        let Some(entries) = meta.managed_fields.take() else {
+            return;
+        };
+        meta.managed_fields = Some(
+            entries
+                .into_iter()
+                .map(|entry| ManagedFieldsEntry {
+                    fields_v1: Some(FieldsV1(json!({
+                        "f:data": entry.fields_v1.as_ref().and_then(|f| f.0.get("f:data")).cloned().unwrap_or_else(|| json!({}))
+                    }))),
+                    manager: entry.manager,
+                    time: entry.time,
+                    ..Default::default()
+                })
+                .collect(),
+        );
+    }
+}
+
+/// The data keys of a ConfigMap as its managed fields record them (the union over every field
+/// manager); None when the object carries no managed fields (then only a GET tells).
+fn data_keys(meta: &kube::api::ObjectMeta) -> Option<Vec<String>> {
+    let entries = meta.managed_fields.as_ref().filter(|e| !e.is_empty())?;
+    let mut keys = std::collections::BTreeSet::new();
+    for entry in entries {
+        let data = entry
+            .fields_v1
+            .as_ref()
+            .and_then(|f| f.0.get("f:data"))
+            .and_then(Value::as_object);
+        for key in data.into_iter().flat_map(|d| d.keys()) {
+            if let Some(key) = key.strip_prefix("f:") {
+                keys.insert(key.to_string());
+            }
         }
-        patch_data.insert(names::SERVICE_CA_CRT.into(), json!(bundle));
-        let mut metadata = json!({"resourceVersion": self.resource_version()});
-        let component_empty = self
-            .annotations()
-            .get(names::OWNING_COMPONENT)
-            .is_none_or(String::is_empty);
-        if component_empty {
-            metadata["annotations"] = json!({
-                names::OWNING_COMPONENT: names::COMPONENT,
-                names::DESCRIPTION: "CA bundle of the service CA, injected by service-ca. Other data keys are removed.",
-            });
-        }
-        Outcome::Patch {
-            body: super::PatchBody::Merge(json!({"metadata": metadata, "data": patch_data})),
-            removed_data_keys: removed,
-        }
+    }
+    Some(keys.into_iter().collect())
+}
+
+/// The patch that makes service-ca.crt the bundle and the only data key, conditional on the
+/// resourceVersion in `meta`.
+fn configmap_patch(
+    meta: &kube::api::ObjectMeta,
+    keys: impl Iterator<Item = String>,
+    bundle: &str,
+) -> Outcome {
+    let removed: Vec<String> = keys
+        .filter(|k| k.as_str() != names::SERVICE_CA_CRT)
+        .collect();
+    let mut patch_data = serde_json::Map::new();
+    for key in &removed {
+        patch_data.insert(key.clone(), Value::Null);
+    }
+    patch_data.insert(names::SERVICE_CA_CRT.into(), json!(bundle));
+    let mut metadata = json!({"resourceVersion": meta.resource_version});
+    let component_empty = meta
+        .annotations
+        .as_ref()
+        .and_then(|a| a.get(names::OWNING_COMPONENT))
+        .is_none_or(String::is_empty);
+    if component_empty {
+        metadata["annotations"] = json!({
+            names::OWNING_COMPONENT: names::COMPONENT,
+            names::DESCRIPTION: "CA bundle of the service CA, injected by service-ca. Other data keys are removed.",
+        });
+    }
+    Outcome::Patch {
+        body: super::PatchBody::Merge(json!({"metadata": metadata, "data": patch_data})),
+        removed_data_keys: removed,
     }
 }
 
@@ -231,6 +303,66 @@ mod tests {
             } => body,
             other => panic!("expected a merge patch, got {other:?}"),
         }
+    }
+
+    fn managed(entries: Value) -> kube::api::ObjectMeta {
+        serde_json::from_value(
+            json!({"name": "c", "namespace": "ns", "resourceVersion": "9",
+            "managedFields": entries}),
+        )
+        .unwrap()
+    }
+
+    #[test]
+    fn configmap_injection_from_metadata_alone() {
+        // A new target: the field owners show its data keys, none is service-ca.crt.
+        let meta = managed(json!([
+            {"manager": "kubectl", "operation": "Update", "fieldsType": "FieldsV1",
+             "fieldsV1": {"f:data": {"f:a": {}, ".": {}}, "f:metadata": {"f:annotations": {}}}},
+            {"manager": "helm", "operation": "Apply", "fieldsType": "FieldsV1",
+             "fieldsV1": {"f:data": {"f:b": {}}}},
+        ]));
+        let outcome = ConfigMap::injection_from_meta(&meta, BUNDLE, false).unwrap();
+        let Outcome::Patch {
+            removed_data_keys, ..
+        } = &outcome
+        else {
+            panic!("expected a patch")
+        };
+        assert_eq!(removed_data_keys, &["a", "b"]);
+        let body = merge(outcome);
+        assert_eq!(body["metadata"]["resourceVersion"], "9");
+        assert_eq!(
+            body["data"],
+            json!({"a": null, "b": null, names::SERVICE_CA_CRT: BUNDLE})
+        );
+        // Created without data at all: one write, nothing removed.
+        let empty = managed(json!([{"manager": "kubectl", "operation": "Update",
+            "fieldsType": "FieldsV1", "fieldsV1": {"f:metadata": {}}}]));
+        let body = merge(ConfigMap::injection_from_meta(&empty, BUNDLE, false).unwrap());
+        assert_eq!(body["data"], json!({names::SERVICE_CA_CRT: BUNDLE}));
+
+        // Holding service-ca.crt of unknown content, or no managed fields: read it first.
+        let injected = managed(
+            json!([{"manager": "service-ca-operator", "operation": "Update",
+            "fieldsType": "FieldsV1", "fieldsV1": {"f:data": {"f:service-ca.crt": {}}}}]),
+        );
+        assert!(ConfigMap::injection_from_meta(&injected, BUNDLE, false).is_none());
+        assert!(ConfigMap::injection_from_meta(&managed(json!([])), BUNDLE, false).is_none());
+        // ...unless it is as this process wrote it: a new bundle replaces only that key.
+        let body = merge(ConfigMap::injection_from_meta(&injected, BUNDLE, true).unwrap());
+        assert_eq!(body["data"], json!({names::SERVICE_CA_CRT: BUNDLE}));
+
+        // The cache keeps only the data keys of the managed fields.
+        let mut cached = meta.clone();
+        ConfigMap::trim_cached(&mut cached);
+        assert_eq!(data_keys(&cached), data_keys(&meta));
+        assert_eq!(cached.managed_fields.as_ref().map(Vec::len), Some(2));
+        let other = crate::fights::other_manager(cached.managed_fields.as_ref());
+        assert!(other == "kubectl" || other == "helm", "{other}");
+        let mut none = managed(json!([]));
+        ConfigMap::trim_cached(&mut none);
+        assert!(data_keys(&none).is_none());
     }
 
     #[test]
