@@ -336,8 +336,9 @@ fn concat_pem<'a>(ders: impl IntoIterator<Item = &'a [u8]>) -> String {
 
 /// DER bodies of the CERTIFICATE blocks of a certificate field of the CA Secret.
 ///
-/// Any block with another label (a private key, say) is refused: these fields are published to
-/// every tenant. CERTIFICATE blocks with PEM headers are skipped, as in [`crate::pem_cert_ders`].
+/// Any block with another label (a private key, say) is refused, and so is a CERTIFICATE block
+/// that does not parse: these fields are published to every tenant. CERTIFICATE blocks with PEM
+/// headers are skipped, as in [`crate::pem_cert_ders`].
 fn cert_field_ders(pem_bytes: &[u8], field: &'static str) -> Result<Vec<Vec<u8>>, PkiError> {
     let blocks = pem::parse_many(pem_bytes)
         .map_err(|e| PkiError::CertificateParse(format!("{field}: {e}")))?;
@@ -350,10 +351,38 @@ fn cert_field_ders(pem_bytes: &[u8], field: &'static str) -> Result<Vec<Vec<u8>>
             });
         }
         if b.headers().iter().next().is_none() {
-            ders.push(b.into_contents());
+            let der = b.into_contents();
+            // Everything here is published: a block that is not a certificate would reach every
+            // client's trust bundle (found by the fuzz target ca_secret).
+            CertInfo::from_der(&der)
+                .map_err(|e| PkiError::CertificateParse(format!("{field}: {e}")))?;
+            ders.push(der);
         }
     }
     Ok(ders)
+}
+
+/// Whether the certificate declares the key's algorithm (and curve). The raw key bytes alone can
+/// match under another declared algorithm; such a CA would sign leaves that no client, nor our
+/// own reuse check, can verify, so every leaf would be re-issued on every pass (found by the
+/// fuzz target ca_secret).
+fn declares_algorithm(cert: &X509Certificate<'_>, alg: KeyAlgorithm) -> bool {
+    use x509_parser::oid_registry::{
+        OID_EC_P256, OID_KEY_TYPE_EC_PUBLIC_KEY, OID_NIST_EC_P384, OID_PKCS1_RSAENCRYPTION,
+    };
+    let spki = &cert.public_key().algorithm;
+    let curve = match alg {
+        KeyAlgorithm::Rsa2048 | KeyAlgorithm::Rsa3072 | KeyAlgorithm::Rsa4096 => {
+            return spki.algorithm == OID_PKCS1_RSAENCRYPTION;
+        }
+        KeyAlgorithm::EcdsaP256 => OID_EC_P256,
+        KeyAlgorithm::EcdsaP384 => OID_NIST_EC_P384,
+    };
+    spki.algorithm == OID_KEY_TYPE_EC_PUBLIC_KEY
+        && spki
+            .parameters()
+            .and_then(|p| p.as_oid().ok())
+            .is_some_and(|oid| oid == curve)
 }
 
 fn non_empty(b: Option<&[u8]>) -> Option<&[u8]> {
@@ -423,7 +452,9 @@ impl SigningCa {
         let key = PrivateKey::from_pem(key_text)?;
         let (_, x) = X509Certificate::from_der(first)
             .map_err(|e| PkiError::CertificateParse(e.to_string()))?;
-        if x.public_key().subject_public_key.data.as_ref() != key.public_key_raw() {
+        if x.public_key().subject_public_key.data.as_ref() != key.public_key_raw()
+            || !declares_algorithm(&x, key.algorithm())
+        {
             return Err(PkiError::KeyMismatch);
         }
         let ca_bundle_pem = match non_empty(ca_bundle) {
