@@ -208,6 +208,10 @@ pub fn generate_key(alg: KeyAlgorithm) -> Result<PrivateKey, PkiError> {
 }
 
 /// Keys generated ahead of demand by background std threads into a bounded channel.
+///
+/// The depth (`capacity`) absorbs bursts: that many keys are handed out without waiting. The
+/// generator threads refill it at low priority ([`KEY_POOL_NICE`]) and block, without polling,
+/// while it is full.
 pub struct KeyPool {
     alg: KeyAlgorithm,
     rx: Option<Mutex<Receiver<Result<PrivateKey, PkiError>>>>,
@@ -225,9 +229,35 @@ impl fmt::Debug for KeyPool {
     }
 }
 
-/// Generates keys until the pool is dropped. A full pool parks the thread in `send` (no polling):
-/// an idle, full pool costs no CPU.
+/// Nice value of the pool's generator threads (Linux): refills run at low priority, so on a busy
+/// machine they yield the CPU to reconciles and the rest of the process (a nice-10 thread gets about
+/// a tenth of the share of a nice-0 one under contention, all of an otherwise idle CPU).
+pub(crate) const KEY_POOL_NICE: i32 = 10;
+
+/// Lower the calling thread's scheduling priority to [`KEY_POOL_NICE`]. On Linux the nice value
+/// is per thread (`setpriority(PRIO_PROCESS, tid)` changes that thread only), so the runtime's
+/// threads keep theirs. Never raises it: a process started with a higher nice keeps it. A failure
+/// only means the thread keeps its priority, so it is ignored.
+#[cfg(target_os = "linux")]
+fn lower_thread_priority() {
+    // SAFETY: gettid, getpriority and setpriority take plain integers and only affect the
+    // calling thread here; no memory is shared with the kernel.
+    unsafe {
+        let tid = libc::gettid() as libc::id_t;
+        // -1 is also the error value; an error (impossible for our own tid) then means "lower it".
+        if libc::getpriority(libc::PRIO_PROCESS, tid) < KEY_POOL_NICE {
+            libc::setpriority(libc::PRIO_PROCESS, tid, KEY_POOL_NICE);
+        }
+    }
+}
+
+#[cfg(not(target_os = "linux"))]
+fn lower_thread_priority() {}
+
+/// Generates keys until the pool is dropped, at low priority. A full pool parks the thread in
+/// `send` (no polling): an idle, full pool costs no CPU.
 fn worker(alg: KeyAlgorithm, tx: SyncSender<Result<PrivateKey, PkiError>>, stop: Arc<AtomicBool>) {
+    lower_thread_priority();
     while !stop.load(Ordering::Relaxed) {
         if tx.send(generate_key(alg)).is_err() {
             return; // the pool was dropped
@@ -306,5 +336,93 @@ impl Drop for KeyPool {
         for h in self.workers.drain(..) {
             let _ = h.join();
         }
+    }
+}
+
+#[cfg(all(test, target_os = "linux"))]
+mod tests {
+    use super::*;
+    use std::collections::HashSet;
+    use std::time::{Duration, Instant};
+
+    /// Thread ids of this process.
+    fn tasks() -> HashSet<String> {
+        std::fs::read_dir("/proc/self/task")
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect()
+    }
+
+    /// (state, nice, user+system CPU ticks, voluntary+involuntary context switches) of a thread.
+    fn sample(tid: &str) -> (char, i64, u64, u64) {
+        let stat = std::fs::read_to_string(format!("/proc/self/task/{tid}/stat")).unwrap();
+        // Fields after the parenthesised name: state is field 3, utime 14, stime 15, nice 19.
+        let f: Vec<&str> = stat[stat.rfind(')').unwrap() + 2..].split(' ').collect();
+        let num = |i: usize| f[i - 3].parse::<i64>().unwrap();
+        let status = std::fs::read_to_string(format!("/proc/self/task/{tid}/status")).unwrap();
+        let switches = status
+            .lines()
+            .filter(|l| l.contains("ctxt_switches:"))
+            .map(|l| l.split_whitespace().last().unwrap().parse::<u64>().unwrap())
+            .sum();
+        let state = f[0].chars().next().unwrap();
+        (state, num(19), (num(14) + num(15)) as u64, switches)
+    }
+
+    #[test]
+    fn full_pool_sleeps_at_low_priority() {
+        let before = tasks();
+        let pool = KeyPool::new(KeyAlgorithm::EcdsaP256, 4, 2);
+        // P-256 keys take ~0.03 ms: the pool is full almost at once. Wait (bounded) until both
+        // generator threads are asleep; a poll loop here is the test's, not the pool's.
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let workers = loop {
+            let workers: Vec<String> = tasks()
+                .difference(&before)
+                .filter(|t| {
+                    std::fs::read_to_string(format!("/proc/self/task/{t}/comm"))
+                        .is_ok_and(|c| c.starts_with("keypool-"))
+                })
+                .cloned()
+                .collect();
+            if workers.len() == 2 && workers.iter().all(|t| sample(t).0 == 'S') {
+                break workers;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "generator threads never went to sleep: {workers:?}"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        // Low priority, never above the test process's own nice value.
+        let own = sample(&unsafe { libc::gettid() }.to_string()).1;
+        for t in &workers {
+            assert_eq!(
+                sample(t).1,
+                own.max(i64::from(KEY_POOL_NICE)),
+                "nice of thread {t}"
+            );
+        }
+        // A full pool costs nothing: over a second the sleeping threads use no CPU tick (10 ms
+        // each) and are not woken. The old 5 ms poll woke 200 times a second. Bounds are generous
+        // (the last key of a not-quite-full pool may still land in the window): ticks and wake-ups
+        // are counted by the kernel, not timed by the test.
+        let start: Vec<_> = workers.iter().map(|t| sample(t)).collect();
+        std::thread::sleep(Duration::from_secs(1));
+        for (t, s0) in workers.iter().zip(start) {
+            let s1 = sample(t);
+            assert!(
+                s1.2 - s0.2 <= 2,
+                "thread {t} used {} CPU ticks while full",
+                s1.2 - s0.2
+            );
+            assert!(
+                s1.3 - s0.3 <= 3,
+                "thread {t} woke {} times while full",
+                s1.3 - s0.3
+            );
+        }
+        // Still a working pool.
+        assert_eq!(pool.take().unwrap().algorithm(), KeyAlgorithm::EcdsaP256);
     }
 }
