@@ -4,7 +4,8 @@ SHELL := bash
 CARGO ?= cargo
 
 .PHONY: run stop test check-openssl deny lint unit e2e bench testenv build kubectl clean-local
-.PHONY: tools monitoring-test
+.PHONY: tools monitoring-test image
+.PHONY: fuzz
 
 ## Start the local control plane if no cluster is configured, then the controller against it.
 run:
@@ -14,10 +15,12 @@ run:
 stop:
 	@bash hack/stop.sh
 
-## Supply-chain checks, format check, clippy, unit tests and e2e tests against a real kube-apiserver.
+## Supply-chain checks, format check, clippy, unit tests and e2e tests against a real kube-apiserver
+## (the release image too: `make image` first, then tests/image.rs runs it).
 test: check-openssl deny lint tools monitoring-test
 	@export SERVICE_CA_TESTENV_BIN="$$(bash testenv/build.sh)"; \
-	  $(CARGO) test --workspace --all-targets --no-fail-fast
+	  image="$$(CARGO=$(CARGO) bash hack/image.sh | tail -1)"; \
+	  SERVICE_CA_IMAGE="$$image" $(CARGO) test --workspace --all-targets --no-fail-fast
 
 ## The PKI tests cross-check issued material with the openssl CLI and fail without it.
 check-openssl:
@@ -44,6 +47,11 @@ bench:
 	$(CARGO) bench -p service-ca-pki
 	bash hack/bench-controller.sh
 
+## Every cargo fuzz target (fuzz/) for FUZZ_SECONDS each (default 60); fails on a crash, whose
+## input stays in fuzz/artifacts/<target>/. Installs the pinned cargo-fuzz on first use.
+fuzz:
+	@CARGO=$(CARGO) FUZZ_SECONDS=$(or $(FUZZ_SECONDS),60) bash hack/fuzz.sh
+
 ## Build (or find in the cache) the local control plane binary and print its path.
 testenv:
 	@bash testenv/build.sh
@@ -54,6 +62,11 @@ kubectl:
 
 build:
 	$(CARGO) build --release -p service-ca
+
+## The release image without a container daemon: a static binary and an OCI image
+## (target/image/oci/ and target/image/service-ca-oci.tar). Prints the reference@digest and the path.
+image:
+	@CARGO=$(CARGO) bash hack/image.sh
 
 clean-local: stop
 	rm -rf .local

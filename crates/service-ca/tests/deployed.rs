@@ -14,32 +14,29 @@
 //!    namespaces, along with the CA Secret, the bundle ConfigMap and the Lease.
 //! 4. SIGTERM: the process exits 0 within seconds and releases the Lease.
 
-use std::net::{IpAddr, Ipv4Addr, SocketAddr};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::coordination::v1::Lease;
-use k8s_openapi::api::core::v1::{ConfigMap, Container, Namespace, Pod, Secret, Service};
+use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Pod, Secret, Service};
 use kube::api::PostParams;
 use kube::{Api, Client};
 use serde_json::{Value, json};
 use service_ca_controller::names;
+use service_ca_testing::container::{
+    ApiServer, DumpOnPanic, POD_NAME, SERVICEACCOUNT_DIR, Scratch, ShippedContainer, check_log,
+    http_get, loopback, terminate, wait_until_ready,
+};
 use service_ca_testing::{TestEnv, eventually};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 /// Every wait of this test is bounded by this.
 const WAIT: Duration = Duration::from_secs(60);
 /// How long the process may take to exit after SIGTERM.
 const EXIT_WAIT: Duration = Duration::from_secs(10);
-/// The value `fieldRef: metadata.name` would give in a real Pod.
-const POD_NAME: &str = "service-ca-5f7c9d8b6d-e2e01";
 /// Field manager of the test's server-side applies.
 const FIELD_MANAGER: &str = "service-ca-deployed-test";
-/// Where kube-rs's in-cluster configuration reads the token, `ca.crt` and `namespace` (fixed in
-/// kube-client 5.0.0 `config/incluster_config.rs`; no environment variable overrides it).
-const SERVICEACCOUNT_DIR: &str = "secrets/kubernetes.io/serviceaccount";
 /// The namespaces issuance and injection are checked in.
 const APP_NAMESPACES: [&str; 2] = ["deployed-app-one", "deployed-app-two"];
 
@@ -49,58 +46,27 @@ async fn shipped_deployment_runs_in_cluster() {
     // A dedicated control plane, never SERVICE_CA_TEST_KUBECONFIG: see the module docs.
     let env = TestEnv::start(None).expect("a dedicated testenv control plane");
     let admin = env.client().await.expect("admin client");
-    let server = api_server(env.kubeconfig());
+    let server = ApiServer::from_kubeconfig(env.kubeconfig());
 
     // 1. Render and apply deploy/base.
     let objects = render_base();
     apply_all(&admin, &objects).await;
-    let deployment: Deployment = serde_json::from_value(
-        objects
-            .iter()
-            .find(|o| o["kind"] == "Deployment")
-            .expect("deploy/base renders a Deployment")
-            .clone(),
-    )
-    .expect("the rendered Deployment parses");
-    let pod_namespace = deployment
-        .metadata
-        .namespace
-        .clone()
-        .expect("the Deployment has a namespace");
-    let pod_spec = deployment
-        .spec
-        .as_ref()
-        .and_then(|s| s.template.spec.clone())
-        .expect("the Deployment has a pod template");
-    let service_account = pod_spec
-        .service_account_name
-        .clone()
-        .expect("the pod template names its ServiceAccount");
-    let container = pod_spec
-        .containers
-        .iter()
-        .find(|c| c.name == "service-ca")
-        .expect("the pod template has a container `service-ca`")
-        .clone();
-    pod_template_is_admitted(&admin, &deployment, &pod_namespace).await;
+    let shipped = ShippedContainer::from_objects(&objects);
+    let pod_namespace = shipped.namespace.clone();
+    pod_template_is_admitted(&admin, &shipped.deployment, &pod_namespace).await;
 
     // 2. The process, as the container would run it.
-    let args = container.args.clone().unwrap_or_default();
+    let (args, admin_addr) = shipped.args_and_admin_address();
     assert!(
         !args.iter().any(|a| a.starts_with("--watch-namespace")),
         "the Deployment is expected to run cluster-wide: {args:?}"
     );
-    let (args, admin_addr) = admin_address(&container, args);
-    let pod_env = container_env(&container);
     let token =
-        service_ca_testing::service_account_token(&admin, &pod_namespace, &service_account).await;
-    let scratch = Scratch::new();
+        service_ca_testing::service_account_token(&admin, &pod_namespace, &shipped.service_account)
+            .await;
+    let scratch = Scratch::new("service-ca-deployed");
     let root = scratch.path.join("var-run");
-    let sa_dir = root.join(SERVICEACCOUNT_DIR);
-    std::fs::create_dir_all(&sa_dir).expect("service account dir");
-    std::fs::write(sa_dir.join("token"), &token).expect("token file");
-    std::fs::write(sa_dir.join("ca.crt"), &server.ca_pem).expect("ca.crt file");
-    std::fs::write(sa_dir.join("namespace"), &pod_namespace).expect("namespace file");
+    server.write_service_account_files(&root.join(SERVICEACCOUNT_DIR), &token, &pod_namespace);
     let home = scratch.path.join("home");
     std::fs::create_dir_all(&home).expect("empty HOME");
     let isolation = Isolation::find(&root);
@@ -108,7 +74,8 @@ async fn shipped_deployment_runs_in_cluster() {
     let log_path = scratch.path.join("service-ca.log");
     let log = std::fs::File::create(&log_path).expect("log file");
     // The test-profile build of the same source (cargo builds it for this crate's integration
-    // tests): CI does not spend its budget on a separate `--release` build for this one test.
+    // tests): CI does not spend its budget on a separate `--release` build for this one test
+    // (tests/image.rs runs the release build, from the image).
     let binary = env!("CARGO_BIN_EXE_service-ca");
     let mut command = isolation.command(&root, Path::new(binary), &args);
     command
@@ -119,7 +86,7 @@ async fn shipped_deployment_runs_in_cluster() {
         .env("HOME", &home)
         .env("KUBERNETES_SERVICE_HOST", &server.host)
         .env("KUBERNETES_SERVICE_PORT", server.port.to_string())
-        .envs(pod_env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+        .envs(shipped.env())
         .stdin(Stdio::null())
         .stdout(log.try_clone().expect("log file"))
         .stderr(log)
@@ -129,23 +96,9 @@ async fn shipped_deployment_runs_in_cluster() {
 
     // 3. Ready, then issuance and injection in two namespaces.
     let probe_addr = loopback(admin_addr);
-    let readiness = http_probe_path(&container, "readiness");
-    let liveness = http_probe_path(&container, "liveness");
-    let deadline = Instant::now() + WAIT;
-    loop {
-        if let Ok(Some(status)) = child.try_wait() {
-            panic!("service-ca exited before it was ready: {status}");
-        }
-        if let Some((200, _)) = http_get(probe_addr, &readiness).await {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "{readiness} on {probe_addr} did not answer 200 within {WAIT:?}: {:?}",
-            http_get(probe_addr, &readiness).await
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    let readiness = shipped.readiness_path();
+    let liveness = shipped.liveness_path();
+    wait_until_ready(&mut child, probe_addr, &readiness, WAIT).await;
     let ready_after = started.elapsed();
     assert_eq!(
         http_get(probe_addr, &liveness).await.map(|(s, _)| s),
@@ -273,41 +226,15 @@ async fn shipped_deployment_runs_in_cluster() {
     let checked_after = started.elapsed();
 
     // 4. SIGTERM: exit 0 within seconds, Lease released.
-    let pid = child.id().expect("service-ca is running");
-    let kill = std::process::Command::new("kill")
-        .args(["-TERM", &pid.to_string()])
-        .status()
-        .expect("run kill");
-    assert!(kill.success(), "kill -TERM {pid}: {kill}");
-    let status = tokio::time::timeout(EXIT_WAIT, child.wait())
-        .await
-        .unwrap_or_else(|_| panic!("service-ca did not exit within {EXIT_WAIT:?} of SIGTERM"))
-        .expect("wait for service-ca");
-    assert!(
-        status.success(),
-        "service-ca exited with {status} on SIGTERM"
-    );
+    terminate(&mut child, EXIT_WAIT).await;
     let holder = lease_holder(&leases).await;
     assert!(
         holder.as_deref().unwrap_or_default().is_empty(),
         "the Lease is released on shutdown, holder is {holder:?}"
     );
 
-    let output = std::fs::read_to_string(&log_path).expect("read the log");
-    assert!(
-        !output.is_empty(),
-        "service-ca logged nothing (expected JSON logs)"
-    );
-    if let Some(line) = output.lines().find(|l| l.contains("PRIVATE KEY")) {
-        panic!("key material in the log: {line}");
-    }
     // Every permission the binary needs cluster-wide is in deploy/base/rbac.yaml.
-    if let Some(line) = output
-        .lines()
-        .find(|l| l.contains(r#""level":"ERROR""#) || l.to_lowercase().contains("forbidden"))
-    {
-        panic!("service-ca logged an error or a refused request: {line}");
-    }
+    check_log(&log_path);
     eprintln!(
         "deployed: testenv {:.1}s, ready after {:.1}s, checks done after {:.1}s, total {:.1}s ({})",
         env.startup.as_secs_f64(),
@@ -316,36 +243,6 @@ async fn shipped_deployment_runs_in_cluster() {
         started.elapsed().as_secs_f64(),
         isolation.describe(),
     );
-}
-
-/// The API server as the Pod would reach it, from the kubeconfig testenv writes: its serving
-/// certificate is issued by the kubeconfig's CA for 127.0.0.1 (and `kubernetes.default.svc`).
-struct ApiServer {
-    host: String,
-    port: u16,
-    ca_pem: Vec<u8>,
-}
-
-fn api_server(kubeconfig: &Path) -> ApiServer {
-    let text = std::fs::read_to_string(kubeconfig).expect("read the testenv kubeconfig");
-    let config: Value = serde_saphyr::from_str(&text).expect("the kubeconfig parses");
-    let cluster = &config["clusters"][0]["cluster"];
-    let server = cluster["server"].as_str().expect("a server URL");
-    let authority = server
-        .strip_prefix("https://")
-        .unwrap_or_else(|| panic!("an https server URL: {server}"))
-        .trim_end_matches('/');
-    let (host, port) = authority
-        .rsplit_once(':')
-        .unwrap_or_else(|| panic!("a host:port server URL: {server}"));
-    let ca: k8s_openapi::ByteString =
-        serde_json::from_value(cluster["certificate-authority-data"].clone())
-            .expect("base64 certificate-authority-data in the kubeconfig");
-    ApiServer {
-        host: host.trim_start_matches('[').trim_end_matches(']').into(),
-        port: port.parse().expect("a numeric API server port"),
-        ca_pem: ca.0,
-    }
 }
 
 /// `kubectl kustomize deploy/base` with the control plane's own kubectl.
@@ -401,93 +298,6 @@ async fn pod_template_is_admitted(client: &Client, deployment: &Deployment, name
              securityContext must be refused), got {other:?}"
         ),
     }
-}
-
-/// The admin address from the container's args. If its port is taken on this machine, only that
-/// address is replaced (same host, a free port) and the test says so.
-fn admin_address(container: &Container, mut args: Vec<String>) -> (Vec<String>, SocketAddr) {
-    let position = args
-        .iter()
-        .position(|a| a == "--admin-addr" || a.starts_with("--admin-addr="))
-        .expect("the Deployment sets --admin-addr (the default binds to 127.0.0.1 only)");
-    let value_index = if args[position] == "--admin-addr" {
-        position + 1
-    } else {
-        position
-    };
-    let raw = args[value_index]
-        .trim_start_matches("--admin-addr=")
-        .to_string();
-    let addr: SocketAddr = raw
-        .parse()
-        .unwrap_or_else(|e| panic!("--admin-addr {raw}: {e}"));
-    let probe_port = container
-        .ports
-        .iter()
-        .flatten()
-        .find(|p| p.name.as_deref() == Some("admin"))
-        .map(|p| p.container_port)
-        .expect("the container declares the `admin` port the probes use");
-    assert_eq!(
-        i32::from(addr.port()),
-        probe_port,
-        "--admin-addr and the `admin` containerPort disagree"
-    );
-    if std::net::TcpListener::bind(addr).is_ok() {
-        return (args, addr);
-    }
-    let free = std::net::TcpListener::bind(SocketAddr::new(addr.ip(), 0))
-        .and_then(|l| l.local_addr())
-        .expect("a free port");
-    eprintln!(
-        "deployed: {addr} is in use on this machine; overriding only the admin address with {free}"
-    );
-    args[value_index] = if value_index == position {
-        format!("--admin-addr={free}")
-    } else {
-        free.to_string()
-    };
-    (args, free)
-}
-
-/// The container's env, with `fieldRef: metadata.name` resolved to [`POD_NAME`].
-fn container_env(container: &Container) -> Vec<(String, String)> {
-    container
-        .env
-        .iter()
-        .flatten()
-        .map(|var| {
-            let value = match (&var.value, &var.value_from) {
-                (Some(value), _) => value.clone(),
-                (None, Some(from))
-                    if from.field_ref.as_ref().map(|f| f.field_path.as_str())
-                        == Some("metadata.name") =>
-                {
-                    POD_NAME.to_string()
-                }
-                (None, None) => String::new(),
-                (None, Some(from)) => {
-                    panic!(
-                        "env {}: valueFrom {from:?} is not supported by this test",
-                        var.name
-                    )
-                }
-            };
-            (var.name.clone(), value)
-        })
-        .collect()
-}
-
-/// The HTTP path of the container's readiness or liveness probe.
-fn http_probe_path(container: &Container, which: &str) -> String {
-    let probe = match which {
-        "readiness" => container.readiness_probe.as_ref(),
-        _ => container.liveness_probe.as_ref(),
-    };
-    probe
-        .and_then(|p| p.http_get.as_ref())
-        .and_then(|h| h.path.clone())
-        .unwrap_or_else(|| panic!("the container has an HTTP {which} probe"))
 }
 
 async fn lease_holder(leases: &Api<Lease>) -> Option<String> {
@@ -583,75 +393,4 @@ impl Isolation {
             errors.join("\n  ")
         );
     }
-}
-
-/// A scratch directory, removed when the test ends.
-struct Scratch {
-    path: PathBuf,
-}
-
-impl Scratch {
-    fn new() -> Self {
-        let nanos = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.subsec_nanos())
-            .unwrap_or_default();
-        let path = std::env::temp_dir().join(format!(
-            "service-ca-deployed-{}-{nanos:08x}",
-            std::process::id()
-        ));
-        std::fs::create_dir_all(&path).expect("scratch dir");
-        Self { path }
-    }
-}
-
-impl Drop for Scratch {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.path);
-    }
-}
-
-/// Prints the child's output when the test fails.
-struct DumpOnPanic(PathBuf);
-
-impl Drop for DumpOnPanic {
-    fn drop(&mut self) {
-        if std::thread::panicking() {
-            let output = std::fs::read_to_string(&self.0).unwrap_or_default();
-            eprintln!(
-                "----- service-ca output -----\n{output}----- end of service-ca output -----"
-            );
-        }
-    }
-}
-
-/// The address to connect to for a listener bound to `addr` (unspecified → loopback).
-fn loopback(addr: SocketAddr) -> SocketAddr {
-    match addr.ip() {
-        ip if ip.is_unspecified() && ip.is_ipv4() => {
-            SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), addr.port())
-        }
-        ip if ip.is_unspecified() => {
-            SocketAddr::new(IpAddr::V6(std::net::Ipv6Addr::LOCALHOST), addr.port())
-        }
-        _ => addr,
-    }
-}
-
-/// A plain HTTP/1.1 GET; the status code and the whole response, or None if it failed.
-async fn http_get(addr: SocketAddr, path: &str) -> Option<(u16, String)> {
-    let exchange = async {
-        let mut stream = tokio::net::TcpStream::connect(addr).await.ok()?;
-        let request = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
-        stream.write_all(request.as_bytes()).await.ok()?;
-        let mut response = Vec::new();
-        stream.read_to_end(&mut response).await.ok()?;
-        let text = String::from_utf8_lossy(&response).into_owned();
-        let status = text.split_whitespace().nth(1)?.parse().ok()?;
-        Some((status, text))
-    };
-    tokio::time::timeout(Duration::from_secs(5), exchange)
-        .await
-        .ok()
-        .flatten()
 }
