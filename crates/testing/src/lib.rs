@@ -5,7 +5,9 @@
 //! `SERVICE_CA_TESTENV_BIN` to use a prebuilt testenv binary; otherwise `testenv/build.sh` builds
 //! (or finds in its cache) the binary.
 
+pub mod container;
 pub mod tls;
+pub mod witness;
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};

@@ -1,0 +1,467 @@
+//! Witnesses for the fault tests (docs/reliability.md): a [`Recorder`] that watches every Secret,
+//! ConfigMap, Service and Event of a namespace for the whole test and keeps every version it sees
+//! (and counts the re-lists, where versions may have been missed), and [`converged`], a check of
+//! the final state against the CA in force.
+//!
+//! The names used here (annotations, data keys) are the fixed OpenShift ones; the testing crate
+//! does not depend on the controller crate, whose tests use it.
+
+use std::collections::BTreeMap;
+use std::fmt::Debug;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use futures::{StreamExt, TryStreamExt};
+use k8s_openapi::api::core::v1::{ConfigMap, Event, Secret, Service};
+use kube::api::{Api, ListParams, WatchEvent, WatchParams};
+use kube::{Client, Resource, ResourceExt};
+use serde::de::DeserializeOwned;
+use service_ca_pki::{CertInfo, SigningCa};
+
+const SECRET_NAME_ANNOTATION: &str = "service.beta.openshift.io/serving-cert-secret-name";
+const INJECT_ANNOTATION: &str = "service.beta.openshift.io/inject-cabundle";
+const FORCED_ROTATION_REASON: &str = "service-ca.operators.openshift.io/forced-rotation-reason";
+const TLS_CRT: &str = "tls.crt";
+const TLS_KEY: &str = "tls.key";
+const CA_BUNDLE_CRT: &str = "ca-bundle.crt";
+const INTERMEDIATE_CA_CRT: &str = "intermediate-ca.crt";
+const SERVICE_CA_CRT: &str = "service-ca.crt";
+/// How long a failed list or watch waits before it is retried (an outage is watched closely, so
+/// that the re-list after it comes as soon as the API server is back).
+const RETRY: Duration = Duration::from_millis(100);
+
+/// One observed version of an object.
+#[derive(Clone, Debug)]
+pub struct Change {
+    /// When the recorder saw it.
+    pub at: Instant,
+    /// `Secret`, `ConfigMap`, `Service` or `Event`.
+    pub kind: &'static str,
+    /// The object's name.
+    pub name: String,
+    /// Its resourceVersion.
+    pub resource_version: String,
+    /// A deletion.
+    pub deleted: bool,
+}
+
+#[derive(Default)]
+struct Record {
+    changes: Vec<Change>,
+    last_version: BTreeMap<(&'static str, String), String>,
+    /// Per Secret: every distinct `tls.crt` it held, in the order seen.
+    certificates: BTreeMap<String, Vec<Vec<u8>>>,
+    /// CA Secret versions that the pki crate does not adopt.
+    ca_problems: Vec<String>,
+    /// CA Secret versions seen (adoptable or not).
+    ca_versions: usize,
+    relists: u32,
+}
+
+impl Record {
+    fn observe(&mut self, kind: &'static str, meta: &kube::api::ObjectMeta, deleted: bool) -> bool {
+        let name = meta.name.clone().unwrap_or_default();
+        let version = meta.resource_version.clone().unwrap_or_default();
+        let key = (kind, name.clone());
+        if !deleted && self.last_version.get(&key) == Some(&version) {
+            return false;
+        }
+        self.last_version.insert(key, version.clone());
+        self.changes.push(Change {
+            at: Instant::now(),
+            kind,
+            name,
+            resource_version: version,
+            deleted,
+        });
+        true
+    }
+
+    fn secret(&mut self, secret: &Secret, ca_secret: &str) {
+        let name = secret.name_any();
+        let crt = data(secret, TLS_CRT).map(<[u8]>::to_vec).unwrap_or_default();
+        let history = self.certificates.entry(name.clone()).or_default();
+        if !crt.is_empty() && history.last() != Some(&crt) {
+            history.push(crt);
+        }
+        if name == ca_secret {
+            self.ca_versions += 1;
+            if let Err(e) = adopt(secret) {
+                self.ca_problems.push(format!(
+                    "version {}: {e}",
+                    secret.resource_version().unwrap_or_default()
+                ));
+            }
+        }
+    }
+}
+
+/// A data value of a Secret.
+fn data<'a>(secret: &'a Secret, key: &str) -> Option<&'a [u8]> {
+    secret
+        .data
+        .as_ref()?
+        .get(key)
+        .map(|b| b.0.as_slice())
+        .filter(|b| !b.is_empty())
+}
+
+/// The CA a CA Secret holds, as the controller would adopt it: certificate and key present and
+/// matching, bundle and intermediate parsable. Any other state is a half-written CA Secret.
+pub fn adopt(secret: &Secret) -> Result<SigningCa, String> {
+    let crt = data(secret, TLS_CRT).ok_or("no tls.crt")?;
+    let key = data(secret, TLS_KEY).ok_or("no tls.key")?;
+    SigningCa::from_secret_data(
+        crt,
+        key,
+        data(secret, CA_BUNDLE_CRT),
+        data(secret, INTERMEDIATE_CA_CRT),
+        time::OffsetDateTime::now_utc(),
+    )
+    .map_err(|e| e.to_string())
+}
+
+/// Watches every Secret, ConfigMap, Service and Event of one namespace until dropped, across API
+/// server restarts (a failed list or watch is retried every 100 ms; a watch that cannot resume
+/// is followed by a re-list, counted in [`Recorder::relists`]).
+pub struct Recorder {
+    record: Arc<Mutex<Record>>,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+    ca_secret: String,
+}
+
+impl Recorder {
+    /// Starts watching `namespace` (whose CA Secret is `ca_secret`) and returns once every kind
+    /// has been listed.
+    pub async fn start(client: Client, namespace: &str, ca_secret: &str) -> Recorder {
+        let record = Arc::new(Mutex::new(Record::default()));
+        let mut tasks = Vec::new();
+        let mut listed = Vec::new();
+        let ca = ca_secret.to_string();
+        let secret_hook = move |r: &mut Record, s: &Secret| r.secret(s, &ca);
+        macro_rules! follow {
+            ($kind:ty, $name:literal, $hook:expr) => {{
+                let (tx, rx) = tokio::sync::oneshot::channel();
+                let api: Api<$kind> = Api::namespaced(client.clone(), namespace);
+                tasks.push(tokio::spawn(follow(api, $name, record.clone(), $hook, tx)));
+                listed.push(rx);
+            }};
+        }
+        follow!(Secret, "Secret", secret_hook);
+        follow!(ConfigMap, "ConfigMap", |_: &mut Record, _: &ConfigMap| {});
+        follow!(Service, "Service", |_: &mut Record, _: &Service| {});
+        follow!(Event, "Event", |_: &mut Record, _: &Event| {});
+        for rx in listed {
+            let _ = rx.await;
+        }
+        Recorder {
+            record,
+            tasks,
+            ca_secret: ca_secret.into(),
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Record> {
+        self.record
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Every version seen after `since`.
+    pub fn changes_since(&self, since: Instant) -> Vec<Change> {
+        self.lock()
+            .changes
+            .iter()
+            .filter(|c| c.at > since)
+            .cloned()
+            .collect()
+    }
+
+    /// Every distinct certificate (the first of `tls.crt`) Secret `name` held, in order.
+    pub fn certificates(&self, name: &str) -> Vec<CertInfo> {
+        self.lock()
+            .certificates
+            .get(name)
+            .map(|all| all.iter().filter_map(|pem| first_cert(pem)).collect())
+            .unwrap_or_default()
+    }
+
+    /// The serving Secrets seen (every Secret with a `tls.crt` but the CA Secret), with how many
+    /// distinct certificates each held.
+    pub fn serving_secrets(&self) -> BTreeMap<String, usize> {
+        self.lock()
+            .certificates
+            .iter()
+            .filter(|(name, certs)| **name != self.ca_secret && !certs.is_empty())
+            .map(|(name, certs)| (name.clone(), certs.len()))
+            .collect()
+    }
+
+    /// Every distinct CA certificate the CA Secret held, in order.
+    pub fn ca_certificates(&self) -> Vec<CertInfo> {
+        self.certificates(&self.ca_secret)
+    }
+
+    /// The CA Secret versions the pki crate would not adopt (a half-written CA), with the reason.
+    pub fn ca_problems(&self) -> Vec<String> {
+        self.lock().ca_problems.clone()
+    }
+
+    /// How many versions of the CA Secret were seen.
+    pub fn ca_versions(&self) -> usize {
+        self.lock().ca_versions
+    }
+
+    /// Re-lists after the first list: each is a gap in which versions may have been missed
+    /// (an object's final version is always seen).
+    pub fn relists(&self) -> u32 {
+        self.lock().relists
+    }
+
+    /// Asserts that no Secret was issued twice by one CA: the certificates each serving Secret
+    /// held all come from different CAs (a new certificate needs a cause, and the only one these
+    /// tests give is a CA rotation). Returns the number of distinct certificates per Secret.
+    pub fn assert_one_certificate_per_ca(&self) -> BTreeMap<String, usize> {
+        let secrets = self.serving_secrets();
+        for name in secrets.keys() {
+            let certs = self.certificates(name);
+            let mut issuers: Vec<Option<Vec<u8>>> = certs.iter().map(|c| c.akid.clone()).collect();
+            issuers.sort();
+            issuers.dedup();
+            assert_eq!(
+                issuers.len(),
+                certs.len(),
+                "Secret {name} held {} certificates from only {} CAs: issued twice without cause (serials {:?})",
+                certs.len(),
+                issuers.len(),
+                certs.iter().map(|c| &c.serial_hex).collect::<Vec<_>>()
+            );
+        }
+        secrets
+    }
+}
+
+impl Drop for Recorder {
+    fn drop(&mut self) {
+        for task in &self.tasks {
+            task.abort();
+        }
+    }
+}
+
+fn first_cert(pem: &[u8]) -> Option<CertInfo> {
+    service_ca_pki::parse_pem_certs(pem).ok()?.into_iter().next()
+}
+
+/// Lists, then watches from the list's resourceVersion; resumes the watch after a disconnect and
+/// re-lists only when the API server cannot resume it (410 Gone).
+async fn follow<K>(
+    api: Api<K>,
+    kind: &'static str,
+    record: Arc<Mutex<Record>>,
+    hook: impl Fn(&mut Record, &K),
+    listed: tokio::sync::oneshot::Sender<()>,
+) where
+    K: Resource + Clone + DeserializeOwned + Debug + Send + 'static,
+{
+    let mut listed = Some(listed);
+    let lock = || record.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    loop {
+        let list = match api.list(&ListParams::default()).await {
+            Ok(list) => list,
+            Err(_) => {
+                tokio::time::sleep(RETRY).await;
+                continue;
+            }
+        };
+        {
+            let mut r = lock();
+            if listed.is_none() {
+                r.relists += 1;
+            }
+            for object in &list.items {
+                if r.observe(kind, object.meta(), false) {
+                    hook(&mut r, object);
+                }
+            }
+        }
+        if let Some(tx) = listed.take() {
+            let _ = tx.send(());
+        }
+        let mut version = list.metadata.resource_version.unwrap_or_default();
+        'resume: loop {
+            let params = WatchParams::default().timeout(60);
+            let stream = match api.watch(&params, &version).await {
+                Ok(stream) => stream,
+                Err(kube::Error::Api(status)) if status.code == 410 => break 'resume,
+                Err(_) => {
+                    tokio::time::sleep(RETRY).await;
+                    continue;
+                }
+            };
+            let mut stream = stream.boxed();
+            loop {
+                match stream.try_next().await {
+                    Ok(Some(WatchEvent::Added(object) | WatchEvent::Modified(object))) => {
+                        version = object.resource_version().unwrap_or(version);
+                        let mut r = lock();
+                        if r.observe(kind, object.meta(), false) {
+                            hook(&mut r, &object);
+                        }
+                    }
+                    Ok(Some(WatchEvent::Deleted(object))) => {
+                        version = object.resource_version().unwrap_or(version);
+                        lock().observe(kind, object.meta(), true);
+                    }
+                    Ok(Some(WatchEvent::Bookmark(mark))) => {
+                        version = mark.metadata.resource_version;
+                    }
+                    Ok(Some(WatchEvent::Error(status))) if status.code == 410 => break 'resume,
+                    Ok(Some(WatchEvent::Error(_))) | Ok(None) | Err(_) => {
+                        tokio::time::sleep(RETRY).await;
+                        continue 'resume;
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// The final state, as [`converged`] found it.
+pub struct Converged {
+    /// The CA in force.
+    pub ca: SigningCa,
+    /// Serving Secrets checked (one per Service requesting one).
+    pub serving: usize,
+    /// Injected ConfigMaps checked.
+    pub injected: usize,
+    /// The CA Secret's forced-rotation-reason annotation (the last rotation request honoured).
+    pub forced_rotation_reason: Option<String>,
+}
+
+/// Waits up to `timeout` until [`check_converged`] passes, and fails the test with its last
+/// complaint otherwise.
+pub async fn converged(
+    client: &Client,
+    namespace: &str,
+    ca_secret: &str,
+    bundle_configmap: &str,
+    timeout: Duration,
+) -> Converged {
+    let deadline = Instant::now() + timeout;
+    loop {
+        match check_converged(client, namespace, ca_secret, bundle_configmap).await {
+            Ok(done) => return done,
+            Err(why) if Instant::now() > deadline => {
+                panic!("not converged after {timeout:?}: {why}")
+            }
+            Err(_) => tokio::time::sleep(Duration::from_millis(500)).await,
+        }
+    }
+}
+
+/// Checks everything the controller owns in `namespace` against the CA in force:
+/// - the CA Secret holds a CA the pki crate adopts;
+/// - the bundle ConfigMap holds exactly that CA's bundle;
+/// - every Service requesting a Secret has it, and it passes the pki crate's full check
+///   (issuer, signature, names, Service UID, key) and, independently, rustls/webpki chain
+///   verification against the bundle and a key/certificate match;
+/// - every ConfigMap asking for injection holds the bundle.
+pub async fn check_converged(
+    client: &Client,
+    namespace: &str,
+    ca_secret: &str,
+    bundle_configmap: &str,
+) -> Result<Converged, String> {
+    let secrets: Api<Secret> = Api::namespaced(client.clone(), namespace);
+    let configmaps: Api<ConfigMap> = Api::namespaced(client.clone(), namespace);
+    let services: Api<Service> = Api::namespaced(client.clone(), namespace);
+    let failed = |what: &str, e: kube::Error| format!("{what}: {e}");
+    let ca_object = secrets
+        .get_opt(ca_secret)
+        .await
+        .map_err(|e| failed("CA Secret", e))?
+        .ok_or("no CA Secret")?;
+    let ca = adopt(&ca_object).map_err(|e| format!("CA Secret: {e}"))?;
+    let bundle = ca.bundle_pem();
+    let published = configmaps
+        .get_opt(bundle_configmap)
+        .await
+        .map_err(|e| failed("bundle ConfigMap", e))?
+        .and_then(|cm| cm.data?.get(CA_BUNDLE_CRT).cloned());
+    if published.as_deref() != Some(bundle.as_str()) {
+        return Err("the bundle ConfigMap does not hold the current CA's bundle".into());
+    }
+    let all_secrets: BTreeMap<String, Secret> = secrets
+        .list(&ListParams::default())
+        .await
+        .map_err(|e| failed("Secrets", e))?
+        .items
+        .into_iter()
+        .map(|s| (s.name_any(), s))
+        .collect();
+    let now = time::OffsetDateTime::now_utc();
+    let mut serving = 0;
+    for svc in services
+        .list(&ListParams::default())
+        .await
+        .map_err(|e| failed("Services", e))?
+        .items
+    {
+        let Some(secret_name) = svc.annotations().get(SECRET_NAME_ANNOTATION) else {
+            continue;
+        };
+        let name = svc.name_any();
+        let secret = all_secrets
+            .get(secret_name)
+            .ok_or_else(|| format!("Service {name}: no Secret {secret_name}"))?;
+        let headless = svc
+            .spec
+            .as_ref()
+            .and_then(|s| s.cluster_ip.as_deref())
+            .is_some_and(|ip| ip == "None");
+        let names = service_ca_pki::serving_dns_names(&name, namespace, headless, "cluster.local");
+        let (crt, key) = (data(secret, TLS_CRT), data(secret, TLS_KEY));
+        if let Some(reason) = service_ca_pki::verify_serving_secret(
+            crt,
+            key,
+            &ca,
+            &names,
+            svc.uid().as_deref(),
+            Duration::from_secs(3600),
+            now,
+        ) {
+            return Err(format!(
+                "Secret {secret_name} of Service {name}: {}",
+                reason.as_str()
+            ));
+        }
+        let (crt, key) = (crt.unwrap_or_default(), key.unwrap_or_default());
+        crate::tls::verify_chain(&bundle, crt, &format!("{name}.{namespace}.svc"))
+            .and_then(|()| crate::tls::verify_key_matches(crt, key))
+            .map_err(|e| format!("Secret {secret_name} (rustls): {e}"))?;
+        serving += 1;
+    }
+    let mut injected = 0;
+    for cm in configmaps
+        .list(&ListParams::default())
+        .await
+        .map_err(|e| failed("ConfigMaps", e))?
+        .items
+    {
+        if cm.annotations().get(INJECT_ANNOTATION).map(String::as_str) != Some("true") {
+            continue;
+        }
+        let held = cm.data.as_ref().and_then(|d| d.get(SERVICE_CA_CRT));
+        if held != Some(&bundle) {
+            return Err(format!("ConfigMap {} does not hold the bundle", cm.name_any()));
+        }
+        injected += 1;
+    }
+    Ok(Converged {
+        ca,
+        serving,
+        injected,
+        forced_rotation_reason: ca_object.annotations().get(FORCED_ROTATION_REASON).cloned(),
+    })
+}
