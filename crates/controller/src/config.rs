@@ -66,6 +66,13 @@ pub struct Config {
     /// Let Services request wildcard extra DNS names outside their own domain
     /// (`service-ca.dev/extra-dns-names: *.example.com`); default: only `*.<svc>.<ns>.svc…`.
     pub allow_external_wildcards: bool,
+    /// Create and keep current a ConfigMap of this name (key `service-ca.crt`) in every namespace
+    /// [`Self::namespace_bundle_selector`] matches (None: off, and the ones created earlier are
+    /// deleted).
+    pub namespace_bundle_name: Option<String>,
+    /// Label selector (`k=v,k2 in (a,b),!k3`) of the namespaces that get the bundle ConfigMap
+    /// (None: every namespace).
+    pub namespace_bundle_selector: Option<String>,
 }
 
 impl Default for Config {
@@ -94,6 +101,8 @@ impl Default for Config {
             legacy_injector: false,
             legacy_ca_file: Some(DEFAULT_LEGACY_CA_FILE.into()),
             allow_external_wildcards: false,
+            namespace_bundle_name: None,
+            namespace_bundle_selector: None,
         }
     }
 }
@@ -136,6 +145,7 @@ impl Config {
                 return Err(ConfigError::Invalid(format!("{what} must not be empty")));
             }
         }
+        crate::inject::validate_namespace_bundle(self)?;
         if self.concurrency == 0 || self.key_pool_threads == 0 {
             return Err(ConfigError::Invalid(
                 "concurrency and key-pool threads must be at least 1".into(),

@@ -309,6 +309,10 @@ settings! {
     allow_external_wildcards: bool => allow_external_wildcards;
     /// CA file the legacy injector appends.
     legacy_ca_file: PathBuf => legacy_ca_file;
+    /// Create and keep current a ConfigMap of this name (key service-ca.crt) in every matching namespace.
+    namespace_bundle_name: String => namespace_bundle_name;
+    /// Label selector of the namespaces that get --namespace-bundle-name (none: all namespaces).
+    namespace_bundle_selector: String => namespace_bundle_selector;
 }
 
 /// Parses `90d`, `12h`, `30m`, `45s` and combinations such as `2h30m`.

@@ -5,6 +5,7 @@
 //! kept in the cache: memory follows the number of injection targets, not of ConfigMaps. The
 //! full object is fetched when it is reconciled.
 
+mod namespaces;
 mod targets;
 
 use std::fmt::Debug;
@@ -33,6 +34,8 @@ use crate::names;
 use crate::plumbing::{self, ReconcileError, ReconcileMeasurer};
 use crate::readiness::{CacheSync, Supervisor};
 use crate::warm::WarmCache;
+
+pub(crate) use namespaces::validate as validate_namespace_bundle;
 
 /// How long a failed injection waits before the next attempt (conflicts retry sooner).
 const RETRY: Duration = Duration::from_secs(30);
