@@ -66,6 +66,9 @@ pub struct Config {
     /// Let Services request wildcard extra DNS names outside their own domain
     /// (`service-ca.dev/extra-dns-names: *.example.com`); default: only `*.<svc>.<ns>.svc…`.
     pub allow_external_wildcards: bool,
+    /// At most this many rolling restarts of opted-in workloads per interval, cluster-wide
+    /// (docs/behavior.md §17); the rest wait their turn.
+    pub restart_pace: RestartPace,
     /// Create and keep current a ConfigMap of this name (key `service-ca.crt`) in every namespace
     /// [`Self::namespace_bundle_selector`] matches (None: off, and the ones created earlier are
     /// deleted).
@@ -73,6 +76,15 @@ pub struct Config {
     /// Label selector (`k=v,k2 in (a,b),!k3`) of the namespaces that get the bundle ConfigMap
     /// (None: every namespace).
     pub namespace_bundle_selector: Option<String>,
+}
+
+/// A rate of rolling restarts: `restarts` per `per` (`--restart-pace 5/10s`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RestartPace {
+    /// Restarts allowed in any window of `per`.
+    pub restarts: u32,
+    /// The window.
+    pub per: Duration,
 }
 
 impl Default for Config {
@@ -101,6 +113,12 @@ impl Default for Config {
             legacy_injector: false,
             legacy_ca_file: Some(DEFAULT_LEGACY_CA_FILE.into()),
             allow_external_wildcards: false,
+            // A CA rotation restarts every opted-in workload: 5 per 10 s spreads 1,000 of them
+            // over half an hour instead of restarting them all at once.
+            restart_pace: RestartPace {
+                restarts: 5,
+                per: Duration::from_secs(10),
+            },
             namespace_bundle_name: None,
             namespace_bundle_selector: None,
         }
@@ -146,6 +164,11 @@ impl Config {
             }
         }
         crate::inject::validate_namespace_bundle(self)?;
+        if self.restart_pace.restarts == 0 || self.restart_pace.per.is_zero() {
+            return Err(ConfigError::Invalid(
+                "restart pace must allow at least 1 restart per non-zero interval".into(),
+            ));
+        }
         if self.concurrency == 0 || self.key_pool_threads == 0 {
             return Err(ConfigError::Invalid(
                 "concurrency and key-pool threads must be at least 1".into(),

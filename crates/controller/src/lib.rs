@@ -23,6 +23,7 @@ mod metrics;
 pub mod names;
 mod plumbing;
 mod readiness;
+mod restart;
 mod serving;
 mod warm;
 
@@ -36,7 +37,8 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 pub use ca::CaReceiver;
-pub use config::{Config, ConfigError, DEFAULT_LEGACY_CA_FILE};
+pub use config::{Config, ConfigError, DEFAULT_LEGACY_CA_FILE, RestartPace};
+pub use restart::material;
 pub use leader::LeaseTiming;
 pub use metrics::Metrics;
 use readiness::CacheSync;
@@ -91,6 +93,7 @@ struct Watches {
 }
 
 impl Watches {
+    restart: restart::RestartWatches,
     /// Validates `cfg` and starts every watch under `root` (the process's supervisor).
     fn start(
         client: &Client,
@@ -114,6 +117,7 @@ impl Watches {
         })
     }
 }
+            restart: restart::RestartWatches::start(client, cfg, &caches, root),
 
 /// Starts the CA manager and every controller of one term under `token` (cancelling it stops
 /// them all), over the process's warm `watches`.
@@ -175,6 +179,9 @@ fn start_term(
         _cancel_on_drop: token.clone().drop_guard(),
         token,
         tasks,
+    let restart_ctx =
+        restart::RestartContext::new(client.clone(), &cfg, events.clone(), metrics.clone());
+    watches.restart.start_term(&supervisor, &restart_ctx);
         metrics,
         ca: ca_rx,
         caches: watches.caches.clone(),

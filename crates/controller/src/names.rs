@@ -118,3 +118,9 @@ pub const SECRET_ANNOTATIONS: &str = "service-ca.dev/secret-annotations";
 pub const CA_CRT: &str = "ca.crt";
 /// Serving Secret ([`FORMATS`]): the private key followed by the certificate chain, in one PEM.
 pub const TLS_COMBINED_PEM: &str = "tls-combined.pem";
+/// On a Deployment, StatefulSet or DaemonSet: `"true"` (any case) asks for a rolling restart when
+/// a serving Secret or injected CA bundle ConfigMap its pods mount changes.
+pub const RESTART_ON_CHANGE: &str = "service-ca.dev/restart-on-change";
+/// On the pod template of an opted-in workload: a hash of the service-ca material its pods mount,
+/// written by service-ca (changing it is what rolls the pods).
+pub const MATERIAL_HASH: &str = "service-ca.dev/material-hash";

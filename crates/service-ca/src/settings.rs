@@ -11,7 +11,7 @@ use std::time::Duration;
 use anyhow::Context;
 use clap::Args;
 use serde::Deserialize;
-use service_ca_controller::Config;
+use service_ca_controller::{Config, RestartPace};
 use service_ca_pki::{ChainOrder, KeyAlgorithm};
 
 /// A value a setting can take: parsed the same way from a flag and from the file, and shown
@@ -130,6 +130,28 @@ impl SettingValue for (String, String) {
     }
     fn show(&self) -> String {
         format!("{}/{}", self.0, self.1)
+    }
+}
+
+/// `RESTARTS/INTERVAL`, e.g. `5/10s`.
+impl SettingValue for RestartPace {
+    fn parse(text: &str) -> Result<Self, String> {
+        let (restarts, per) = text
+            .split_once('/')
+            .ok_or_else(|| format!("{text:?} is not RESTARTS/INTERVAL, e.g. 5/10s"))?;
+        let restarts = restarts
+            .trim()
+            .parse()
+            .ok()
+            .filter(|n| *n > 0)
+            .ok_or_else(|| format!("{restarts:?} is not a number of restarts above 0"))?;
+        Ok(RestartPace {
+            restarts,
+            per: parse_duration(per.trim())?,
+        })
+    }
+    fn show(&self) -> String {
+        format!("{}/{}", self.restarts, show_duration(self.per))
     }
 }
 
@@ -309,6 +331,8 @@ settings! {
     allow_external_wildcards: bool => allow_external_wildcards;
     /// CA file the legacy injector appends.
     legacy_ca_file: PathBuf => legacy_ca_file;
+    /// Most rolling restarts of opted-in workloads (service-ca.dev/restart-on-change) per interval, cluster-wide.
+    restart_pace: RestartPace => restart_pace;
     /// Create and keep current a ConfigMap of this name (key service-ca.crt) in every matching namespace.
     namespace_bundle_name: String => namespace_bundle_name;
     /// Label selector of the namespaces that get --namespace-bundle-name (none: all namespaces).
