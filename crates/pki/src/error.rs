@@ -76,6 +76,9 @@ pub enum PkiError {
     /// The key pool's worker threads are gone.
     #[error("key pool is closed")]
     PoolClosed,
+    /// A PKCS#12 keystore or truststore could not be built.
+    #[error("PKCS#12 store: {0}")]
+    Pkcs12(String),
 }
 
 impl PkiError {
@@ -98,6 +101,7 @@ impl PkiError {
             PkiError::Sign(_) => "sign",
             PkiError::IssuerMismatch => "issuer_mismatch",
             PkiError::PoolClosed => "pool_closed",
+            PkiError::Pkcs12(_) => "pkcs12",
         }
     }
 }
@@ -147,6 +151,7 @@ mod tests {
             (PkiError::Sign(String::new()), "sign"),
             (PkiError::IssuerMismatch, "issuer_mismatch"),
             (PkiError::PoolClosed, "pool_closed"),
+            (PkiError::Pkcs12(String::new()), "pkcs12"),
         ];
         let mut seen = std::collections::HashSet::new();
         for (e, want) in &all {

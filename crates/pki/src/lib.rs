@@ -9,6 +9,7 @@ mod error;
 pub mod fuzzing;
 mod inspect;
 mod key;
+mod pkcs12;
 mod serving;
 
 pub use ca::{CaConfig, DEFAULT_CN_PREFIX, Rotation, SigningCa};
@@ -18,6 +19,10 @@ pub use inspect::{
     verify_serving_secret,
 };
 pub use key::{KeyAlgorithm, KeyPool, PrivateKey, generate_key};
+pub use pkcs12::{
+    DEFAULT_STORE_PASSWORD, KEYSTORE_ALIAS, keystore_p12, password_hash, store_digest,
+    truststore_alias, truststore_p12,
+};
 pub use serving::{
     ChainOrder, DEFAULT_SERVING_LIFETIME, IssuedCert, SERVICE_UID_OID, ServingRequest,
     issue_serving, serving_dns_names,
