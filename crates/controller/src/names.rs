@@ -124,3 +124,15 @@ pub const RESTART_ON_CHANGE: &str = "service-ca.dev/restart-on-change";
 /// On the pod template of an opted-in workload: a hash of the service-ca material its pods mount,
 /// written by service-ca (changing it is what rolls the pods).
 pub const MATERIAL_HASH: &str = "service-ca.dev/material-hash";
+/// On an injected ConfigMap: `merge` (any case) keeps its other data keys; service-ca owns only
+/// [`SERVICE_CA_CRT`] (server-side apply). Absent or any other value: the original's replace.
+pub const INJECT_MODE: &str = "service-ca.dev/inject-mode";
+/// Value of [`INJECT_MODE`] that keeps the other data keys.
+pub const INJECT_MODE_MERGE: &str = "merge";
+/// On a Secret: `"true"` (any case) injects the CA bundle as [`CA_CRT`], the other keys kept.
+pub const INJECT_SECRET: &str = "service-ca.dev/inject-cabundle";
+/// Secret type service-ca never injects into (the token controller owns its `ca.crt`).
+pub const SERVICE_ACCOUNT_TOKEN_TYPE: &str = "kubernetes.io/service-account-token";
+/// Label of the per-namespace bundle ConfigMaps (`--namespace-bundle-name`), with
+/// [`MANAGED_BY_LABEL`]: only ConfigMaps carrying both are ever changed or deleted.
+pub const NAMESPACE_BUNDLE_LABEL: &str = "service-ca.dev/namespace-bundle";

@@ -67,6 +67,10 @@ pub(crate) enum PatchBody {
     Merge(serde_json::Value),
     /// `application/json-patch+json`: a list of operations.
     Json(serde_json::Value),
+    /// `application/apply-patch+yaml`: server-side apply, forced, as the controller's field
+    /// manager, so service-ca owns exactly the fields in the body (merge-mode ConfigMaps,
+    /// Secrets).
+    Apply(serde_json::Value),
 }
 
 impl Outcome {
@@ -377,6 +381,7 @@ where
                         names::INJECT_BETA,
                         names::INJECT_ALPHA,
                         names::INJECT_LEGACY,
+                        names::INJECT_MODE,
                         names::OWNING_COMPONENT,
                     ],
                 );
@@ -552,13 +557,18 @@ async fn write_patch<K: Target>(
     bundle: &str,
 ) -> Result<(), InjectError> {
     let (ctx, flavor) = (kind.shared.as_ref(), &kind.flavor);
-    let pp = PatchParams {
+    let mut pp = PatchParams {
         field_manager: Some(names::FIELD_MANAGER.into()),
         ..Default::default()
     };
     let patch = match body {
         PatchBody::Merge(body) => Patch::Merge(body),
         PatchBody::Json(ops) => Patch::Json(serde_json::from_value::<json_patch::Patch>(ops)?),
+        PatchBody::Apply(body) => {
+            // Forced: the annotation hands this one field to service-ca, whoever set it before.
+            pp.force = true;
+            Patch::Apply(body)
+        }
     };
     let name = before.name.as_deref().unwrap_or_default();
     let after = api.patch(name, &pp, &patch).await?;

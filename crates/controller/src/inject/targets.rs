@@ -48,15 +48,21 @@ impl Target for ConfigMap {
     }
 
     fn injection(&self, bundle: &str) -> Outcome {
-        // Up to date only if service-ca.crt is the bundle and the only data key (docs/behavior.md §10.3).
         let data = self.data.clone().unwrap_or_default();
-        if data.len() == 1 && data.get(names::SERVICE_CA_CRT).map(String::as_str) == Some(bundle) {
+        let holds_bundle = data.get(names::SERVICE_CA_CRT).map(String::as_str) == Some(bundle);
+        let merge = merge_mode(&self.metadata);
+        // Up to date only if service-ca.crt is the bundle and the only data key
+        // (docs/behavior.md §10.3), or, in merge mode, if service-ca.crt is the bundle.
+        if holds_bundle && (merge || data.len() == 1) {
             return Outcome::UpToDate;
         }
         if self.immutable == Some(true) {
             return Outcome::Blocked(
                 "the ConfigMap is immutable; recreate it without `immutable: true` to receive the current bundle".into(),
             );
+        }
+        if merge {
+            return configmap_apply(&self.metadata, bundle);
         }
         configmap_patch(&self.metadata, data.keys().cloned(), bundle)
     }
@@ -70,6 +76,11 @@ impl Target for ConfigMap {
         // whose field owners show it has no service-ca.crt yet (a new target), so a write is
         // due whatever the values of its other keys. Immutability is not in the metadata: the
         // API server refuses the patch then, and the caller falls back to reading the object.
+        if merge_mode(meta) {
+            // Merge mode writes only service-ca.crt: due when it is ours to update, or absent.
+            let absent = !ours && !data_keys(meta)?.iter().any(|k| k == names::SERVICE_CA_CRT);
+            return (ours || absent).then(|| configmap_apply(meta, bundle));
+        }
         let keys = if ours {
             vec![names::SERVICE_CA_CRT.to_string()]
         } else {
@@ -122,6 +133,33 @@ fn data_keys(meta: &kube::api::ObjectMeta) -> Option<Vec<String>> {
         }
     }
     Some(keys.into_iter().collect())
+}
+
+/// Whether a ConfigMap asks for merge mode: only service-ca.crt is service-ca's, the other data
+/// keys are kept.
+pub(crate) fn merge_mode(meta: &kube::api::ObjectMeta) -> bool {
+    meta.annotations
+        .as_ref()
+        .and_then(|a| a.get(names::INJECT_MODE))
+        .is_some_and(|v| v.eq_ignore_ascii_case(names::INJECT_MODE_MERGE))
+}
+
+/// Merge mode: a server-side apply that owns data.service-ca.crt and nothing else, conditional
+/// on the resourceVersion in `meta` (the other keys, annotations and labels are not touched).
+fn configmap_apply(meta: &kube::api::ObjectMeta, bundle: &str) -> Outcome {
+    Outcome::Patch {
+        body: super::PatchBody::Apply(json!({
+            "apiVersion": "v1",
+            "kind": "ConfigMap",
+            "metadata": {
+                "name": meta.name,
+                "namespace": meta.namespace,
+                "resourceVersion": meta.resource_version,
+            },
+            "data": {names::SERVICE_CA_CRT: bundle},
+        })),
+        removed_data_keys: vec![],
+    }
 }
 
 /// The patch that makes service-ca.crt the bundle and the only data key, conditional on the
@@ -404,6 +442,96 @@ mod tests {
         );
         let body = merge(owned.injection(BUNDLE));
         assert!(body["metadata"].get("annotations").is_none());
+    }
+
+    #[test]
+    fn merge_mode_owns_only_service_ca_crt() {
+        let cm = |mode: &str, data: Value, immutable: bool| {
+            from(
+                json!({"metadata": {"name": "c", "namespace": "ns", "resourceVersion": "5",
+                "annotations": {names::INJECT_BETA: "true", names::INJECT_MODE: mode}},
+                "data": data, "immutable": immutable}),
+            )
+        };
+        let apply = |outcome: Outcome| match outcome {
+            Outcome::Patch {
+                body: super::super::PatchBody::Apply(body),
+                removed_data_keys,
+            } => {
+                assert!(removed_data_keys.is_empty());
+                body
+            }
+            other => panic!("expected an apply, got {other:?}"),
+        };
+        let expected = json!({"apiVersion": "v1", "kind": "ConfigMap",
+            "metadata": {"name": "c", "namespace": "ns", "resourceVersion": "5"},
+            "data": {names::SERVICE_CA_CRT: BUNDLE}});
+        // (mode, data, immutable) -> outcome
+        for (mode, data, immutable, want) in [
+            (
+                "merge",
+                json!({"a": "1", names::SERVICE_CA_CRT: BUNDLE}),
+                false,
+                "up-to-date",
+            ),
+            (
+                "MERGE",
+                json!({"a": "1", names::SERVICE_CA_CRT: BUNDLE}),
+                false,
+                "up-to-date",
+            ),
+            (
+                "merge",
+                json!({"a": "1", names::SERVICE_CA_CRT: "old"}),
+                false,
+                "apply",
+            ),
+            ("merge", json!({"a": "1"}), false, "apply"),
+            ("merge", json!({}), false, "apply"),
+            ("merge", json!({"a": "1"}), true, "blocked"),
+            // Any other mode is the original's replace.
+            (
+                "replace",
+                json!({"a": "1", names::SERVICE_CA_CRT: BUNDLE}),
+                false,
+                "replace",
+            ),
+            (
+                "",
+                json!({"a": "1", names::SERVICE_CA_CRT: BUNDLE}),
+                false,
+                "replace",
+            ),
+        ] {
+            let outcome = cm(mode, data.clone(), immutable).injection(BUNDLE);
+            match want {
+                "up-to-date" => assert_eq!(outcome, Outcome::UpToDate, "{mode} {data}"),
+                "apply" => assert_eq!(apply(outcome), expected, "{mode} {data}"),
+                "blocked" => assert!(matches!(outcome, Outcome::Blocked(_)), "{mode} {data}"),
+                _ => assert_eq!(merge(outcome)["data"]["a"], Value::Null, "{mode} {data}"),
+            }
+        }
+
+        // From the metadata alone: service-ca.crt absent, or ours -> apply; else read it first.
+        let with_mode = |entries: Value| {
+            let mut meta = managed(entries);
+            meta.annotations = Some(
+                [(names::INJECT_MODE.to_string(), "merge".to_string())]
+                    .into_iter()
+                    .collect(),
+            );
+            meta
+        };
+        let other_keys = with_mode(json!([{"manager": "kubectl", "operation": "Update",
+            "fieldsType": "FieldsV1", "fieldsV1": {"f:data": {"f:a": {}}}}]));
+        let body = apply(ConfigMap::injection_from_meta(&other_keys, BUNDLE, false).unwrap());
+        assert_eq!(body["data"], json!({names::SERVICE_CA_CRT: BUNDLE}));
+        assert_eq!(body["metadata"]["resourceVersion"], "9");
+        let injected = with_mode(json!([{"manager": "service-ca", "operation": "Apply",
+            "fieldsType": "FieldsV1", "fieldsV1": {"f:data": {"f:service-ca.crt": {}}}}]));
+        assert!(ConfigMap::injection_from_meta(&injected, BUNDLE, false).is_none());
+        assert!(ConfigMap::injection_from_meta(&injected, BUNDLE, true).is_some());
+        assert!(ConfigMap::injection_from_meta(&with_mode(json!([])), BUNDLE, false).is_none());
     }
 
     #[test]
