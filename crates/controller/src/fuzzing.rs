@@ -61,6 +61,7 @@ pub fn annotations(data: &[u8]) {
         uid: pki::SERVICE_UID,
         headless: false,
         annotations: a,
+        keystore_password: Default::default(),
     };
     if let Some(secret) = serving::requested_secret_name(&svc) {
         let _ = serving::validate_secret_name(secret);
@@ -168,6 +169,7 @@ pub fn serving_secret(ca: &SigningCa, data: &[u8]) {
         uid: pki::SERVICE_UID,
         headless: get(5) == Some(b"headless"),
         annotations: Some(&svc_annotations),
+        keystore_password: Default::default(),
     };
     let (ca_crt, combined_pem) = (get(6), get(7));
     let extra_keys = [
@@ -189,6 +191,8 @@ pub fn serving_secret(ca: &SigningCa, data: &[u8]) {
         labels: Some(&labels),
         ca_crt,
         combined_pem,
+        keystore_p12: None,
+        truststore_p12: None,
     };
     let cfg = DecideConfig {
         cluster_domain: "cluster.local",

@@ -118,6 +118,19 @@ pub const SECRET_ANNOTATIONS: &str = "service-ca.dev/secret-annotations";
 pub const CA_CRT: &str = "ca.crt";
 /// Serving Secret ([`FORMATS`]): the private key followed by the certificate chain, in one PEM.
 pub const TLS_COMBINED_PEM: &str = "tls-combined.pem";
+/// Serving Secret ([`FORMATS`]): PKCS#12 with the private key and the certificate chain.
+pub const KEYSTORE_P12: &str = "keystore.p12";
+/// Serving Secret ([`FORMATS`]): PKCS#12 with the CA bundle as trusted certificates.
+pub const TRUSTSTORE_P12: &str = "truststore.p12";
+/// On a Service: `<secret>/<key>`, the Secret (in the Service's namespace) and data key holding the
+/// password of [`KEYSTORE_P12`] and [`TRUSTSTORE_P12`]; without it, `changeit`.
+pub const KEYSTORE_PASSWORD_SECRET: &str = "service-ca.dev/keystore-password-secret";
+/// On a serving Secret: a salted digest of the stores' password (never the password itself).
+pub const KEYSTORE_PASSWORD_HASH: &str = "service-ca.dev/keystore-password-hash";
+/// On a serving Secret: digest of `tls.crt`, `tls.key` and the [`KEYSTORE_P12`] built from them.
+pub const KEYSTORE_DIGEST: &str = "service-ca.dev/keystore-digest";
+/// On a serving Secret: digest of the CA bundle and the [`TRUSTSTORE_P12`] built from it.
+pub const TRUSTSTORE_DIGEST: &str = "service-ca.dev/truststore-digest";
 /// On a Deployment, StatefulSet or DaemonSet: `"true"` (any case) asks for a rolling restart when
 /// a serving Secret or injected CA bundle ConfigMap its pods mount changes.
 pub const RESTART_ON_CHANGE: &str = "service-ca.dev/restart-on-change";

@@ -24,6 +24,32 @@ pub(crate) struct ServiceView<'a> {
     pub(crate) headless: bool,
     /// Service annotations.
     pub(crate) annotations: Option<&'a BTreeMap<String, String>>,
+    /// The password of the PKCS#12 stores, as read from the Secret the Service names
+    /// (names::KEYSTORE_PASSWORD_SECRET); the decision never reads Secrets itself.
+    pub(crate) keystore_password: StorePassword<'a>,
+}
+
+/// The outcome of reading the password Secret a Service names for its PKCS#12 stores.
+#[derive(Clone, Copy, Default)]
+pub(crate) enum StorePassword<'a> {
+    /// Not read (no stores requested, or no password Secret named).
+    #[default]
+    NotRead,
+    /// The named Secret's key.
+    Read(&'a str),
+    /// The named Secret or key is missing or unusable: why, for the Service's error annotation.
+    Unavailable(&'a str),
+}
+
+/// Never prints the password.
+impl std::fmt::Debug for StorePassword<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            StorePassword::NotRead => f.write_str("NotRead"),
+            StorePassword::Read(_) => f.write_str("Read(<redacted>)"),
+            StorePassword::Unavailable(why) => f.debug_tuple("Unavailable").field(why).finish(),
+        }
+    }
 }
 
 /// What the decision needs to know about the requested Secret.
@@ -49,6 +75,10 @@ pub(crate) struct SecretView<'a> {
     pub(crate) ca_crt: Option<&'a [u8]>,
     /// `data["tls-combined.pem"]` (only kept when the Service asks for it).
     pub(crate) combined_pem: Option<&'a [u8]>,
+    /// `data["keystore.p12"]` (only kept when the Service asks for it).
+    pub(crate) keystore_p12: Option<&'a [u8]>,
+    /// `data["truststore.p12"]` (only kept when the Service asks for it).
+    pub(crate) truststore_p12: Option<&'a [u8]>,
 }
 
 /// Never prints the key.
@@ -65,6 +95,8 @@ impl std::fmt::Debug for SecretView<'_> {
             .field("labels", &self.labels)
             .field("has_ca_crt", &self.ca_crt.is_some())
             .field("has_combined_pem", &self.combined_pem.is_some())
+            .field("has_keystore_p12", &self.keystore_p12.is_some())
+            .field("has_truststore_p12", &self.truststore_p12.is_some())
             .finish()
     }
 }
@@ -112,8 +144,8 @@ impl IssueReason {
 pub(crate) struct Tidy {
     /// Data keys to remove (docs/behavior.md §8.2 step 5).
     pub(crate) remove_keys: Vec<String>,
-    /// Requested extra data keys (`ca.crt`, `tls-combined.pem`) to (re)write from the current
-    /// bundle and the Secret's own `tls.crt`/`tls.key`.
+    /// Requested extra data keys (`ca.crt`, `tls-combined.pem`, and the PKCS#12 stores that are
+    /// stale) to (re)write from the current bundle and the Secret's own `tls.crt`/`tls.key`.
     pub(crate) write_keys: Vec<String>,
     /// The ownerReference to the Service is missing or stale.
     pub(crate) owner_reference: bool,
@@ -145,6 +177,9 @@ pub(crate) enum Refusal {
     DeniedNamespace,
     /// A `service-ca.dev/*` request annotation on the Service is invalid (the text says which).
     InvalidRequest(String),
+    /// The password Secret of the PKCS#12 stores (names::KEYSTORE_PASSWORD_SECRET) or its key is
+    /// missing or unusable (the text says which).
+    StorePassword(String),
 }
 
 impl Refusal {
@@ -154,7 +189,7 @@ impl Refusal {
             Refusal::InvalidSecretName(why) => {
                 format!("invalid secret name {secret:?} in annotation: {why}")
             }
-            Refusal::InvalidRequest(why) => why.clone(),
+            Refusal::InvalidRequest(why) | Refusal::StorePassword(why) => why.clone(),
             // Same text as the original, so existing tooling that greps for it keeps working.
             Refusal::ForeignSecret => {
                 format!("secret {namespace}/{secret} does not have corresponding service UID {uid}")
@@ -181,13 +216,15 @@ impl Refusal {
             Refusal::SystemService => "system_service",
             Refusal::DeniedNamespace => "denied_namespace",
             Refusal::InvalidRequest(_) => "invalid_request",
+            Refusal::StorePassword(_) => "keystore_password",
         }
     }
 
-    /// Whether waiting can help (a foreign Secret may be deleted or garbage-collected); the
-    /// others need the user to change the Service or the Secret.
+    /// Whether waiting can help (a foreign Secret may be deleted or garbage-collected, a password
+    /// Secret may be created, with back-off retries besides its own watch event); the others need
+    /// the user to change the Service or the Secret.
     pub(crate) fn may_resolve_by_itself(&self) -> bool {
-        matches!(self, Refusal::ForeignSecret)
+        matches!(self, Refusal::ForeignSecret | Refusal::StorePassword(_))
     }
 }
 
@@ -293,6 +330,13 @@ pub(crate) struct Extras {
     pub(crate) include_ca: bool,
     /// `tls-combined.pem` = key + chain (names::FORMATS).
     pub(crate) combined_pem: bool,
+    /// `keystore.p12` = PKCS#12 key + chain (names::FORMATS).
+    pub(crate) keystore: bool,
+    /// `truststore.p12` = PKCS#12 CA bundle (names::FORMATS).
+    pub(crate) truststore: bool,
+    /// `(secret, key)` holding the stores' password (names::KEYSTORE_PASSWORD_SECRET); None: the
+    /// default password.
+    pub(crate) password_secret: Option<(String, String)>,
     /// The serving key's algorithm (names::KEY_ALGORITHM); None: the configured default.
     pub(crate) key_algorithm: Option<KeyAlgorithm>,
     /// Validated DNS names added to the standard ones (names::EXTRA_DNS_NAMES).
@@ -313,8 +357,167 @@ impl Extras {
         if self.combined_pem {
             keys.push(names::TLS_COMBINED_PEM);
         }
+        if self.keystore {
+            keys.push(names::KEYSTORE_P12);
+        }
+        if self.truststore {
+            keys.push(names::TRUSTSTORE_P12);
+        }
         keys
     }
+
+    /// Whether the Service asks for a PKCS#12 store.
+    pub(crate) fn wants_stores(&self) -> bool {
+        self.keystore || self.truststore
+    }
+
+    /// The password Secret to read (only when a store is requested).
+    pub(crate) fn password_secret_to_read(&self) -> Option<(&str, &str)> {
+        self.password_secret
+            .as_ref()
+            .filter(|_| self.wants_stores())
+            .map(|(s, k)| (s.as_str(), k.as_str()))
+    }
+}
+
+/// The formats names::FORMATS accepts, in the order error messages list them.
+const KNOWN_FORMATS: [&str; 3] = [
+    names::TLS_COMBINED_PEM,
+    names::KEYSTORE_P12,
+    names::TRUSTSTORE_P12,
+];
+
+/// The stores' password: the named Secret's, or the documented default when none is named. A
+/// named Secret that could not be read is a refusal (nothing is written with a password the user
+/// did not choose).
+pub(crate) fn store_password<'a>(
+    extras: &Extras,
+    svc: &ServiceView<'a>,
+) -> Result<&'a str, Refusal> {
+    let Some((secret, key)) = extras.password_secret_to_read() else {
+        return Ok(service_ca_pki::DEFAULT_STORE_PASSWORD);
+    };
+    match svc.keystore_password {
+        StorePassword::Read(password) => Ok(password),
+        StorePassword::Unavailable(why) => Err(Refusal::StorePassword(why.to_string())),
+        StorePassword::NotRead => Err(Refusal::StorePassword(format!(
+            "the keystore password in secret {}/{secret} key {key:?} was not read",
+            svc.namespace
+        ))),
+    }
+}
+
+/// The salt of the stores' password digest: the serving Secret's namespace and name.
+pub(crate) fn password_salt(namespace: &str, secret_name: &str) -> String {
+    format!("{namespace}/{secret_name}")
+}
+
+/// The digest recorded for `keystore.p12` (names::KEYSTORE_DIGEST): what it was built from and
+/// its own bytes.
+pub(crate) fn keystore_digest(tls_crt: &[u8], tls_key: &[u8], p12: &[u8]) -> String {
+    service_ca_pki::store_digest(&[b"keystore.p12", tls_crt, tls_key, p12])
+}
+
+/// The digest recorded for `truststore.p12` (names::TRUSTSTORE_DIGEST).
+pub(crate) fn truststore_digest(bundle: &[u8], p12: &[u8]) -> String {
+    service_ca_pki::store_digest(&[b"truststore.p12", bundle, p12])
+}
+
+/// What the stores in a Secret were built from, to judge whether they are current.
+pub(crate) struct StoreInputs<'a> {
+    /// `tls.crt` of the Secret.
+    pub(crate) tls_crt: &'a [u8],
+    /// `tls.key` of the Secret.
+    pub(crate) tls_key: &'a [u8],
+    /// The current CA bundle (only needed, and only encoded, for a truststore).
+    pub(crate) bundle: &'a str,
+    /// The password the stores must have.
+    pub(crate) password: &'a str,
+    /// [`password_salt`] of the Secret.
+    pub(crate) salt: &'a str,
+}
+
+/// The requested stores that must be (re)built: absent, built from another certificate, key or
+/// bundle, with another password, or changed by someone else since service-ca wrote them.
+pub(crate) fn stale_stores(
+    extras: &Extras,
+    secret: &SecretView<'_>,
+    inputs: &StoreInputs<'_>,
+) -> Vec<&'static str> {
+    let annotation = |k: &str| {
+        secret
+            .annotations
+            .and_then(|a| a.get(k))
+            .map(String::as_str)
+    };
+    let password_current = annotation(names::KEYSTORE_PASSWORD_HASH)
+        == Some(service_ca_pki::password_hash(inputs.salt, inputs.password).as_str());
+    let mut stale = Vec::new();
+    if extras.keystore {
+        let current = password_current
+            && secret.keystore_p12.is_some_and(|p12| {
+                annotation(names::KEYSTORE_DIGEST)
+                    == Some(keystore_digest(inputs.tls_crt, inputs.tls_key, p12).as_str())
+            });
+        if !current {
+            stale.push(names::KEYSTORE_P12);
+        }
+    }
+    if extras.truststore {
+        let current = password_current
+            && secret.truststore_p12.is_some_and(|p12| {
+                annotation(names::TRUSTSTORE_DIGEST)
+                    == Some(truststore_digest(inputs.bundle.as_bytes(), p12).as_str())
+            });
+        if !current {
+            stale.push(names::TRUSTSTORE_P12);
+        }
+    }
+    stale
+}
+
+/// The Secret annotations that record stores just built (`built`: data key and bytes): the
+/// password digest and each store's digest.
+pub(crate) fn store_annotations(
+    built: &[(&'static str, Vec<u8>)],
+    inputs: &StoreInputs<'_>,
+) -> BTreeMap<String, String> {
+    let mut annotations = BTreeMap::new();
+    for (key, p12) in built {
+        let (annotation, digest) = match *key {
+            names::KEYSTORE_P12 => (
+                names::KEYSTORE_DIGEST,
+                keystore_digest(inputs.tls_crt, inputs.tls_key, p12),
+            ),
+            _ => (
+                names::TRUSTSTORE_DIGEST,
+                truststore_digest(inputs.bundle.as_bytes(), p12),
+            ),
+        };
+        annotations.insert(annotation.to_string(), digest);
+    }
+    if !built.is_empty() {
+        annotations.insert(
+            names::KEYSTORE_PASSWORD_HASH.to_string(),
+            service_ca_pki::password_hash(inputs.salt, inputs.password),
+        );
+    }
+    annotations
+}
+
+/// The store annotations a Secret must no longer carry: those of stores no longer requested.
+pub(crate) fn unwanted_store_annotations(extras: &Extras) -> Vec<&'static str> {
+    let mut keys = Vec::new();
+    if !extras.keystore {
+        keys.push(names::KEYSTORE_DIGEST);
+    }
+    if !extras.truststore {
+        keys.push(names::TRUSTSTORE_DIGEST);
+    }
+    if !extras.wants_stores() {
+        keys.push(names::KEYSTORE_PASSWORD_HASH);
+    }
+    keys
 }
 
 /// The requested extra data: `ca.crt` = `bundle`; `tls-combined.pem` = `tls_key` then `tls_crt`.
@@ -368,16 +571,24 @@ pub(crate) fn extras(svc: &ServiceView<'_>, cfg: &DecideConfig<'_>) -> Result<Ex
         match format.trim() {
             "" => {}
             names::TLS_COMBINED_PEM => extras.combined_pem = true,
+            names::KEYSTORE_P12 => extras.keystore = true,
+            names::TRUSTSTORE_P12 => extras.truststore = true,
             other => {
                 return Err(invalid(
                     names::FORMATS,
                     format!(
                         "unknown format {other:?} (known: {})",
-                        names::TLS_COMBINED_PEM
+                        KNOWN_FORMATS.join(", ")
                     ),
                 ));
             }
         }
+    }
+    if let Some(v) = get(names::KEYSTORE_PASSWORD_SECRET) {
+        extras.password_secret = Some(
+            parse_password_secret(v)
+                .map_err(|why| invalid(names::KEYSTORE_PASSWORD_SECRET, why))?,
+        );
     }
     if let Some(v) = get(names::KEY_ALGORITHM) {
         let alg = v.parse::<KeyAlgorithm>().map_err(|_| {
@@ -416,6 +627,22 @@ pub(crate) fn extras(svc: &ServiceView<'_>, cfg: &DecideConfig<'_>) -> Result<Ex
             parse_pairs(v, false).map_err(|why| invalid(names::SECRET_ANNOTATIONS, why))?;
     }
     Ok(extras)
+}
+
+/// `<secret>/<key>`: a valid Secret name and a valid Secret data key.
+fn parse_password_secret(value: &str) -> Result<(String, String), String> {
+    let Some((secret, key)) = value.split_once('/') else {
+        return Err(format!("{value:?} is not <secret>/<key>"));
+    };
+    let (secret, key) = (secret.trim(), key.trim());
+    validate_secret_name(secret).map_err(|why| format!("secret name {secret:?}: {why}"))?;
+    let key_char = |c: char| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.');
+    if key.is_empty() || key.len() > 253 || !key.chars().all(key_char) {
+        return Err(format!(
+            "key {key:?} is not a Secret data key (1 to 253 letters, digits, '-', '_' and '.')"
+        ));
+    }
+    Ok((secret.to_string(), key.to_string()))
 }
 
 /// An extra DNS name: a DNS-1123 subdomain of at least two labels, optionally with a leading
@@ -554,6 +781,10 @@ pub(crate) fn decide(
         Ok(extras) => extras,
         Err(why) => return Decision::Refuse(Refusal::InvalidRequest(why)),
     };
+    let password = match store_password(&extras, svc) {
+        Ok(password) => password,
+        Err(refusal) => return Decision::Refuse(refusal),
+    };
     let Some(secret) = secret else {
         return Decision::Issue(IssueReason::Missing);
     };
@@ -583,7 +814,8 @@ pub(crate) fn decide(
     let Some(leaf) = leaf else {
         return Decision::Issue(IssueReason::Certificate(ReissueReason::Unparsable));
     };
-    let tidy = repairs(svc, secret, &extras, ca, leaf.not_after);
+    let salt = password_salt(svc.namespace, secret_name);
+    let tidy = repairs(svc, secret, &extras, ca, leaf.not_after, (password, &salt));
     if !tidy.is_empty() {
         return Decision::Tidy {
             tidy,
@@ -675,10 +907,11 @@ fn repairs(
     extras: &Extras,
     ca: &SigningCa,
     not_after: OffsetDateTime,
+    (password, salt): (&str, &str),
 ) -> Tidy {
     let wanted_keys = extras.data_keys();
     // The bundle is only encoded for Services that ask for it.
-    let bundle = if extras.include_ca {
+    let bundle = if extras.include_ca || extras.truststore {
         ca.bundle_pem()
     } else {
         String::new()
@@ -689,6 +922,16 @@ fn repairs(
         secret.tls_crt.unwrap_or_default(),
         secret.tls_key.unwrap_or_default(),
     );
+    let inputs = StoreInputs {
+        tls_crt: secret.tls_crt.unwrap_or_default(),
+        tls_key: secret.tls_key.unwrap_or_default(),
+        bundle: &bundle,
+        password,
+        salt,
+    };
+    let leftover_annotations = unwanted_store_annotations(extras)
+        .into_iter()
+        .any(|k| secret.annotations.is_some_and(|a| a.contains_key(k)));
     Tidy {
         remove_keys: secret
             .extra_keys
@@ -706,11 +949,18 @@ fn repairs(
                 have != Some(v.as_slice())
             })
             .map(|(k, _)| k.to_string())
+            .chain(
+                stale_stores(extras, secret, &inputs)
+                    .into_iter()
+                    .map(str::to_string),
+            )
             .collect(),
         owner_reference: !secret.owners.iter().any(|(api, kind, name, uid)| {
             *api == "v1" && *kind == "Service" && *name == svc.name && *uid == svc.uid
         }),
-        metadata: !metadata_in_order(svc, secret, not_after) || !template_in_order(extras, secret),
+        metadata: !metadata_in_order(svc, secret, not_after)
+            || !template_in_order(extras, secret)
+            || leftover_annotations,
     }
 }
 
@@ -811,6 +1061,7 @@ mod tests {
     const NOW: OffsetDateTime = datetime!(2026-11-29 12:00 UTC);
     const UID: &str = "6f1c1d2e-0000-4000-8000-000000000001";
     const DAY: Duration = Duration::from_secs(86400);
+    const DEFAULT_PW: &str = service_ca_pki::DEFAULT_STORE_PASSWORD;
 
     /// (what, secret, headless, requested name, now, expected decision)
     type Row<'a> = (
@@ -898,6 +1149,8 @@ mod tests {
             labels: None,
             ca_crt: None,
             combined_pem: None,
+            keystore_p12: None,
+            truststore_p12: None,
         }
     }
 
@@ -914,6 +1167,7 @@ mod tests {
             uid: UID,
             headless,
             annotations: Some(&f.svc_annotations),
+            keystore_password: StorePassword::NotRead,
         };
         let cfg = DecideConfig {
             cluster_domain: "cluster.local",
@@ -1204,6 +1458,7 @@ mod tests {
             uid: UID,
             headless: false,
             annotations: Some(&svc_annotations),
+            keystore_password: StorePassword::NotRead,
         };
         let secret = good(&f);
         assert_eq!(
@@ -1232,6 +1487,7 @@ mod tests {
             uid: UID,
             headless: false,
             annotations: Some(&f.svc_annotations),
+            keystore_password: StorePassword::NotRead,
         };
         let cfg = |denied_namespaces| DecideConfig {
             cluster_domain: "cluster.local",
@@ -1284,6 +1540,7 @@ mod tests {
             uid: UID,
             headless: false,
             annotations: Some(&a),
+            keystore_password: StorePassword::NotRead,
         };
         let cfg = DecideConfig {
             cluster_domain: "cluster.local",
@@ -1392,7 +1649,7 @@ mod tests {
                 good(&f),
                 false,
                 Decision::Refuse(Refusal::InvalidRequest(
-                    "invalid annotation service-ca.dev/formats: unknown format \"jks\" (known: tls-combined.pem)".into(),
+                    "invalid annotation service-ca.dev/formats: unknown format \"jks\" (known: tls-combined.pem, keystore.p12, truststore.p12)".into(),
                 )),
             ),
             (
@@ -1571,6 +1828,7 @@ mod tests {
             uid: UID,
             headless: false,
             annotations: Some(&a),
+            keystore_password: StorePassword::NotRead,
         };
         let cfg = DecideConfig {
             cluster_domain: "cluster.local",
@@ -1588,6 +1846,288 @@ mod tests {
             ..svc
         };
         assert_eq!(extras(&plain, &cfg).unwrap(), Extras::default());
+    }
+
+    /// `decide` for the fixture's Service asking for PKCS#12 stores.
+    fn run_stores(
+        f: &Fixture,
+        extra: &[(&str, &str)],
+        password: StorePassword<'_>,
+        secret: Option<&SecretView<'_>>,
+    ) -> Decision {
+        let mut a = f.svc_annotations.clone();
+        a.extend(extra.iter().map(|(k, v)| (k.to_string(), v.to_string())));
+        let svc = ServiceView {
+            name: "api",
+            namespace: "shop",
+            uid: UID,
+            headless: false,
+            annotations: Some(&a),
+            keystore_password: password,
+        };
+        let cfg = DecideConfig {
+            cluster_domain: "cluster.local",
+            renew_before: 30 * DAY,
+            denied_namespaces: &[],
+            allow_external_wildcards: false,
+        };
+        decide(&svc, "api-tls", secret, &f.ca, &cfg, NOW)
+    }
+
+    #[test]
+    fn stores_table() {
+        let f = fixture();
+        let not_after = service_ca_pki::parse_pem_certs(f.crt.as_bytes()).unwrap()[0].not_after;
+        let bundle = f.ca.bundle_pem();
+        let salt = password_salt("shop", "api-tls");
+        let both = (names::FORMATS, "keystore.p12, truststore.p12");
+        let named = (names::KEYSTORE_PASSWORD_SECRET, "jks-pw/password");
+        // Stand-ins for the stores: the decision never opens them, it compares digests.
+        let (ks, ts) = (b"KEYSTORE".as_slice(), b"TRUSTSTORE".as_slice());
+        let recorded = |password: &str, crt: &str, bundle: &str| {
+            let inputs = StoreInputs {
+                tls_crt: crt.as_bytes(),
+                tls_key: f.key.as_bytes(),
+                bundle,
+                password,
+                salt: &salt,
+            };
+            let built = [
+                (names::KEYSTORE_P12, ks.to_vec()),
+                (names::TRUSTSTORE_P12, ts.to_vec()),
+            ];
+            let mut a = f.annotations.clone();
+            a.extend(store_annotations(&built, &inputs));
+            a
+        };
+        let current = recorded(DEFAULT_PW, &f.crt, &bundle);
+        let other_pw = recorded("s3cret", &f.crt, &bundle);
+        let old_bundle = recorded(DEFAULT_PW, &f.crt, "OLD BUNDLE");
+        let old_cert = recorded(DEFAULT_PW, &f.other_crt, &bundle);
+        let with = |annotations, keystore: &'static [u8]| SecretView {
+            annotations: Some(annotations),
+            keystore_p12: Some(keystore),
+            truststore_p12: Some(ts),
+            extra_keys: vec![names::KEYSTORE_P12, names::TRUSTSTORE_P12],
+            ..good(&f)
+        };
+        let up_to_date = Decision::UpToDate {
+            renew_at: not_after - 30 * DAY,
+            not_after,
+        };
+        let write = |keys: &[&str]| Decision::Tidy {
+            tidy: Tidy {
+                write_keys: keys.iter().map(|k| k.to_string()).collect(),
+                ..Tidy::default()
+            },
+            not_after,
+        };
+        let both_stores = [names::KEYSTORE_P12, names::TRUSTSTORE_P12];
+        let unavailable = "keystore password secret shop/jks-pw not found";
+        type StoreRow<'a> = (
+            &'static str,
+            Vec<(&'static str, &'static str)>,
+            StorePassword<'a>,
+            Option<SecretView<'a>>,
+            Decision,
+        );
+        let rows: Vec<StoreRow<'_>> = vec![
+            (
+                "no Secret yet: issued with the default password",
+                vec![both],
+                StorePassword::NotRead,
+                None,
+                Decision::Issue(IssueReason::Missing),
+            ),
+            (
+                "no Secret yet, password read",
+                vec![both, named],
+                StorePassword::Read("s3cret"),
+                None,
+                Decision::Issue(IssueReason::Missing),
+            ),
+            (
+                "password Secret missing: nothing written",
+                vec![both, named],
+                StorePassword::Unavailable(unavailable),
+                None,
+                Decision::Refuse(Refusal::StorePassword(unavailable.into())),
+            ),
+            (
+                "password Secret missing, certificate fine: still refused",
+                vec![both, named],
+                StorePassword::Unavailable(unavailable),
+                Some(good(&f)),
+                Decision::Refuse(Refusal::StorePassword(unavailable.into())),
+            ),
+            (
+                "password Secret named but not read",
+                vec![(names::FORMATS, "truststore.p12"), named],
+                StorePassword::NotRead,
+                None,
+                Decision::Refuse(Refusal::StorePassword(
+                    "the keystore password in secret shop/jks-pw key \"password\" was not read"
+                        .into(),
+                )),
+            ),
+            (
+                "password Secret named, no store requested: not needed",
+                vec![named],
+                StorePassword::NotRead,
+                Some(good(&f)),
+                up_to_date.clone(),
+            ),
+            (
+                "stores requested, absent",
+                vec![both],
+                StorePassword::NotRead,
+                Some(good(&f)),
+                write(&both_stores),
+            ),
+            (
+                "stores current",
+                vec![both],
+                StorePassword::NotRead,
+                Some(with(&current, ks)),
+                up_to_date.clone(),
+            ),
+            (
+                "stores current with the named password",
+                vec![both, named],
+                StorePassword::Read("s3cret"),
+                Some(with(&other_pw, ks)),
+                up_to_date.clone(),
+            ),
+            (
+                "password changed: both rebuilt",
+                vec![both, named],
+                StorePassword::Read("n3w"),
+                Some(with(&other_pw, ks)),
+                write(&both_stores),
+            ),
+            (
+                "password Secret removed from the Service: back to the default",
+                vec![both],
+                StorePassword::NotRead,
+                Some(with(&other_pw, ks)),
+                write(&both_stores),
+            ),
+            (
+                "CA bundle changed: only the truststore",
+                vec![both],
+                StorePassword::NotRead,
+                Some(with(&old_bundle, ks)),
+                write(&[names::TRUSTSTORE_P12]),
+            ),
+            (
+                "built from another certificate: only the keystore",
+                vec![both],
+                StorePassword::NotRead,
+                Some(with(&old_cert, ks)),
+                write(&[names::KEYSTORE_P12]),
+            ),
+            (
+                "keystore changed by someone else",
+                vec![both],
+                StorePassword::NotRead,
+                Some(with(&current, b"TAMPERED")),
+                write(&[names::KEYSTORE_P12]),
+            ),
+            (
+                "truststore only: the keystore is removed, its record too",
+                vec![(names::FORMATS, "truststore.p12")],
+                StorePassword::NotRead,
+                Some(with(&current, ks)),
+                Decision::Tidy {
+                    tidy: Tidy {
+                        remove_keys: vec![names::KEYSTORE_P12.into()],
+                        metadata: true,
+                        ..Tidy::default()
+                    },
+                    not_after,
+                },
+            ),
+            (
+                "stores no longer requested",
+                vec![],
+                StorePassword::NotRead,
+                Some(with(&current, ks)),
+                Decision::Tidy {
+                    tidy: Tidy {
+                        remove_keys: both_stores.iter().map(|k| k.to_string()).collect(),
+                        metadata: true,
+                        ..Tidy::default()
+                    },
+                    not_after,
+                },
+            ),
+            (
+                "combined with tls-combined.pem",
+                vec![(names::FORMATS, "tls-combined.pem,keystore.p12")],
+                StorePassword::NotRead,
+                None,
+                Decision::Issue(IssueReason::Missing),
+            ),
+        ];
+        for (what, extra, password, secret, expected) in rows {
+            assert_eq!(
+                run_stores(&f, &extra, password, secret.as_ref()),
+                expected,
+                "{what}"
+            );
+        }
+        for bad in [
+            "jks-pw",
+            "jks-pw/",
+            "/password",
+            "JKS/password",
+            "jks-pw/pass word",
+        ] {
+            let d = run_stores(
+                &f,
+                &[both, (names::KEYSTORE_PASSWORD_SECRET, bad)],
+                StorePassword::Read("x"),
+                None,
+            );
+            assert!(
+                matches!(&d, Decision::Refuse(Refusal::InvalidRequest(m)) if m.contains(names::KEYSTORE_PASSWORD_SECRET)),
+                "{bad}: {d:?}"
+            );
+        }
+        assert!(Refusal::StorePassword(String::new()).may_resolve_by_itself());
+        assert_eq!(
+            format!("{:?}", StorePassword::Read("s3cret")),
+            "Read(<redacted>)"
+        );
+    }
+
+    #[test]
+    fn store_annotations_record_only_what_was_built() {
+        let inputs = StoreInputs {
+            tls_crt: b"CRT",
+            tls_key: b"KEY",
+            bundle: "BUNDLE",
+            password: "pw",
+            salt: "shop/api-tls",
+        };
+        assert!(store_annotations(&[], &inputs).is_empty());
+        let only_trust = store_annotations(&[(names::TRUSTSTORE_P12, b"TS".to_vec())], &inputs);
+        assert_eq!(
+            only_trust.keys().map(String::as_str).collect::<Vec<_>>(),
+            [names::KEYSTORE_PASSWORD_HASH, names::TRUSTSTORE_DIGEST]
+        );
+        assert_eq!(
+            only_trust[names::TRUSTSTORE_DIGEST],
+            truststore_digest(b"BUNDLE", b"TS")
+        );
+        assert!(!only_trust.values().any(|v| v.contains("pw")));
+        assert_eq!(
+            unwanted_store_annotations(&Extras {
+                keystore: true,
+                ..Extras::default()
+            }),
+            [names::TRUSTSTORE_DIGEST]
+        );
     }
 
     #[test]

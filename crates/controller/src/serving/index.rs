@@ -23,6 +23,10 @@ struct Maps {
     counters: HashMap<Key, (u32, u64)>,
     /// Services seen since a re-list began; the others are gone when it completes.
     relisted: Option<HashSet<Key>>,
+    /// `(namespace, service) -> password Secret` of Services with PKCS#12 stores
+    /// (names::KEYSTORE_PASSWORD_SECRET), and its reverse (one Secret may serve several Services).
+    password_of: HashMap<Key, String>,
+    by_password: HashMap<Key, HashSet<String>>,
 }
 
 /// The routing index of the serving controller.
@@ -59,10 +63,13 @@ impl SecretIndex {
                 {
                     seen.insert(key.clone());
                 }
+                let password = requested.and(password_secret_name(annotations));
+                maps.set_password(&key, password);
                 forgotten.extend(maps.set(key, requested));
             }
             watcher::Event::Delete(svc) => {
                 if let Some(key) = key_of(svc) {
+                    maps.set_password(&key, None);
                     forgotten.extend(maps.set(key, None));
                 }
             }
@@ -75,6 +82,7 @@ impl SecretIndex {
                         .cloned()
                         .collect();
                     for key in gone {
+                        maps.set_password(&key, None);
                         forgotten.extend(maps.set(key, None));
                     }
                 }
@@ -102,6 +110,17 @@ impl SecretIndex {
             .unwrap_or(0)
     }
 
+    /// The Services in `namespace` whose PKCS#12 stores take their password from Secret `secret`.
+    pub(super) fn services_with_password(&self, namespace: &str, secret: &str) -> Vec<String> {
+        let Ok(maps) = self.maps.lock() else {
+            return vec![];
+        };
+        maps.by_password
+            .get(&(namespace.to_string(), secret.to_string()))
+            .map(|services| services.iter().cloned().collect())
+            .unwrap_or_default()
+    }
+
     /// The Service in `namespace` that requests Secret `secret`.
     pub(super) fn service_for(&self, namespace: &str, secret: &str) -> Option<String> {
         let maps = self.maps.lock().ok()?;
@@ -111,7 +130,40 @@ impl SecretIndex {
     }
 }
 
+/// The Secret name of a Service's names::KEYSTORE_PASSWORD_SECRET (`<secret>/<key>`), if any;
+/// validity is the decision's business, routing only needs the name.
+fn password_secret_name(
+    annotations: Option<&std::collections::BTreeMap<String, String>>,
+) -> Option<&str> {
+    let value = annotations?.get(crate::names::KEYSTORE_PASSWORD_SECRET)?;
+    let name = value.split_once('/')?.0.trim();
+    (!name.is_empty()).then_some(name)
+}
+
 impl Maps {
+    /// Records that Service `key` takes its stores' password from Secret `secret` (None: none).
+    fn set_password(&mut self, key: &Key, secret: Option<&str>) {
+        if self.password_of.get(key).map(String::as_str) == secret {
+            return;
+        }
+        if let Some(old) = self.password_of.remove(key) {
+            let old = (key.0.clone(), old);
+            if let Some(services) = self.by_password.get_mut(&old) {
+                services.remove(&key.1);
+                if services.is_empty() {
+                    self.by_password.remove(&old);
+                }
+            }
+        }
+        if let Some(secret) = secret {
+            self.password_of.insert(key.clone(), secret.to_string());
+            self.by_password
+                .entry((key.0.clone(), secret.to_string()))
+                .or_default()
+                .insert(key.1.clone());
+        }
+    }
+
     /// Records the Service's error counter; a drop from a failure count to 0 with the error
     /// still recorded is a user's reset (service-ca removes both together on success).
     fn observe_counter(
@@ -208,6 +260,47 @@ mod tests {
         assert_eq!(index.service_for("ns", "c-tls"), None);
         assert_eq!(index.service_for("ns", "d-tls").as_deref(), Some("d"));
         assert!(metrics.encode().contains("service_ca_tracked_services 1"));
+    }
+
+    #[test]
+    fn routes_password_secrets_to_every_service_using_them() {
+        let index = SecretIndex::new(Arc::new(Metrics::new()));
+        let with_password = |name: &str, value: &str| {
+            let mut s = svc(name, Some(&format!("{name}-tls")));
+            s.metadata
+                .annotations
+                .get_or_insert_default()
+                .insert(names::KEYSTORE_PASSWORD_SECRET.into(), value.into());
+            s
+        };
+        let sorted = |mut v: Vec<String>| {
+            v.sort();
+            v
+        };
+        index.observe(&watcher::Event::Apply(with_password("a", "pw/password")));
+        index.observe(&watcher::Event::Apply(with_password("b", " pw /other")));
+        assert_eq!(sorted(index.services_with_password("ns", "pw")), ["a", "b"]);
+        assert!(index.services_with_password("other", "pw").is_empty());
+        // Renamed for one, removed with the Service for the other.
+        index.observe(&watcher::Event::Apply(with_password("a", "pw2/password")));
+        assert_eq!(index.services_with_password("ns", "pw"), ["b"]);
+        assert_eq!(index.services_with_password("ns", "pw2"), ["a"]);
+        index.observe(&watcher::Event::Delete(with_password("b", "pw/other")));
+        assert!(index.services_with_password("ns", "pw").is_empty());
+        // No serving Secret requested: no routing; malformed values route nothing.
+        let mut bare = with_password("c", "pw3/password");
+        bare.metadata
+            .annotations
+            .get_or_insert_default()
+            .remove(names::SECRET_NAME_BETA);
+        index.observe(&watcher::Event::Apply(bare));
+        index.observe(&watcher::Event::Apply(with_password("d", "no-slash")));
+        assert!(index.services_with_password("ns", "pw3").is_empty());
+        assert!(index.services_with_password("ns", "no-slash").is_empty());
+        // A re-list that no longer lists a Service forgets its route.
+        index.observe(&watcher::Event::Init);
+        index.observe(&watcher::Event::InitDone);
+        assert!(index.services_with_password("ns", "pw2").is_empty());
     }
 
     #[test]

@@ -26,15 +26,18 @@ use service_ca_pki::{KeyPool, ServingRequest, SigningCa};
 use time::OffsetDateTime;
 use tokio_util::sync::CancellationToken;
 use tracing::{Instrument, debug, info, warn};
+use zeroize::Zeroizing;
 
 use super::decide::{
-    self, DecideConfig, Decision, Extras, IssueReason, Refusal, SecretView, ServiceView, Tidy,
+    self, DecideConfig, Decision, Extras, IssueReason, Refusal, SecretView, ServiceView,
+    StoreInputs, StorePassword, Tidy,
 };
 use super::index::SecretIndex;
 use crate::ca::CaReceiver;
 use crate::config::Config;
 use crate::events::{EventSink, WarningLimiter};
 use crate::fights::{FightDetector, Verdict};
+use crate::inject::SecretTee;
 use crate::metrics::Metrics;
 use crate::names;
 use crate::plumbing::{self, ReconcileError, ReconcileMeasurer};
@@ -143,6 +146,7 @@ fn service_inputs(svc: &Service, counter_resets: u64) -> Option<u64> {
         names::EXTRA_DNS_NAMES,
         names::SECRET_LABELS,
         names::SECRET_ANNOTATIONS,
+        names::KEYSTORE_PASSWORD_SECRET,
     ] {
         a.and_then(|a| a.get(key)).hash(&mut h);
     }
@@ -183,10 +187,11 @@ const SERVICE_ANNOTATIONS_READ: &[&str] = &[
     names::EXTRA_DNS_NAMES,
     names::SECRET_LABELS,
     names::SECRET_ANNOTATIONS,
+    names::KEYSTORE_PASSWORD_SECRET,
 ];
 
 /// The serving controller's watches: Services (cached, stripped) and Secrets (metadata-only,
-/// uncached, routed to their Service), kept current for the whole process so that a new term
+/// uncached, routed to their Service and handed to the Secret injector), kept current for the whole process so that a new term
 /// starts from warm state.
 pub(crate) struct ServingWatches {
     services: WarmCache<Service>,
@@ -200,6 +205,7 @@ impl ServingWatches {
         metrics: Arc<Metrics>,
         caches: &CacheSync,
         root: &Supervisor,
+        secret_tee: SecretTee,
     ) -> Self {
         let (services, secrets): (Api<Service>, Api<PartialObjectMeta<Secret>>) =
             match &cfg.watch_namespace {
@@ -234,6 +240,8 @@ impl ServingWatches {
         let route = index;
         let routed = watcher(secrets, plumbing::watch_config())
             .default_backoff()
+            // The Secret injector's cache is fed from this same watch (no second Secret watch).
+            .inspect_ok(move |event| secret_tee.observe(event))
             .touched_objects()
             .map_ok(move |secret| route_secret(&route, &secret));
         root.spawn("secrets-watch", cache.also_triggered_by(routed));
@@ -274,6 +282,12 @@ fn route_secret(
         && Some(service.as_str()) != origin
     {
         targets.push(ObjectRef::new(&service).within(namespace));
+    }
+    // A keystore password Secret: its Services rebuild their stores (or stop waiting for it).
+    for service in index.services_with_password(namespace, &secret.name_any()) {
+        if Some(service.as_str()) != origin {
+            targets.push(ObjectRef::new(&service).within(namespace));
+        }
     }
     targets
 }
@@ -327,6 +341,111 @@ struct Subject<'a> {
     now: OffsetDateTime,
     /// The Service's opt-in extras (default when invalid: the decision refuses then).
     extras: &'a Extras,
+    /// The PKCS#12 stores' password (None when it could not be read: the decision refuses then).
+    password: Option<&'a str>,
+}
+
+/// The PKCS#12 stores' password as read from the Secret a Service names.
+enum PasswordLookup {
+    NotRead,
+    Read(Zeroizing<String>),
+    Unavailable(String),
+}
+
+impl PasswordLookup {
+    fn view(&self) -> StorePassword<'_> {
+        match self {
+            PasswordLookup::NotRead => StorePassword::NotRead,
+            PasswordLookup::Read(p) => StorePassword::Read(p),
+            PasswordLookup::Unavailable(why) => StorePassword::Unavailable(why),
+        }
+    }
+}
+
+/// Reads the stores' password from the Secret the Service names (one GET of that Secret only,
+/// and only when a store is requested). Its value is used byte for byte.
+async fn read_store_password(
+    ctx: &ServingContext,
+    namespace: &str,
+    extras: &Extras,
+) -> Result<PasswordLookup, ServingError> {
+    let Some((name, key)) = extras.password_secret_to_read() else {
+        return Ok(PasswordLookup::NotRead);
+    };
+    let secret = Api::<Secret>::namespaced(ctx.client.clone(), namespace)
+        .get_opt(name)
+        .await?;
+    let why = |what: String| {
+        PasswordLookup::Unavailable(format!(
+            "keystore password secret {namespace}/{name} {what} (annotation {}); service-ca writes keystore.p12 and truststore.p12 once it is there",
+            names::KEYSTORE_PASSWORD_SECRET
+        ))
+    };
+    let Some(secret) = secret else {
+        return Ok(why("not found".into()));
+    };
+    Ok(match secret_bytes(&secret, key) {
+        None => why(format!("has no key {key:?}")),
+        Some([]) => why(format!("key {key:?} is empty")),
+        Some(bytes) => match std::str::from_utf8(bytes) {
+            Ok(password) => PasswordLookup::Read(Zeroizing::new(password.to_string())),
+            Err(_) => why(format!("key {key:?} is not UTF-8 text")),
+        },
+    })
+}
+
+/// PKCS#12 stores just built, and the Secret annotations that record them.
+#[derive(Default)]
+struct BuiltStores {
+    data: Vec<(&'static str, Vec<u8>)>,
+    annotations: BTreeMap<String, String>,
+}
+
+/// Builds the stores among `keys` from `tls_crt`/`tls_key` and the current bundle, off the
+/// runtime (each store costs a few PBKDF2 derivations).
+async fn build_stores(
+    subject: &Subject<'_>,
+    keys: Vec<&'static str>,
+    tls_crt: &[u8],
+    tls_key: &[u8],
+) -> Result<BuiltStores, ServingError> {
+    if keys.is_empty() {
+        return Ok(BuiltStores::default());
+    }
+    let password = subject
+        .password
+        .ok_or(ServingError::MissingField("readable keystore password"))?;
+    let bundle = if keys.contains(&names::TRUSTSTORE_P12) {
+        subject.ca.bundle_pem()
+    } else {
+        String::new()
+    };
+    let (crt, key) = (tls_crt.to_vec(), Zeroizing::new(tls_key.to_vec()));
+    let (pw, trust) = (Zeroizing::new(password.to_string()), bundle.clone());
+    let data = tokio::task::spawn_blocking(move || {
+        keys.into_iter()
+            .map(|k| {
+                let p12 = if k == names::KEYSTORE_P12 {
+                    service_ca_pki::keystore_p12(&crt, &key, &pw)
+                } else {
+                    service_ca_pki::truststore_p12(trust.as_bytes(), &pw)
+                };
+                p12.map(|p12| (k, p12))
+            })
+            .collect::<Result<Vec<_>, _>>()
+    })
+    .await
+    .map_err(|e| ServingError::KeyTask(e.to_string()))??;
+    let salt = decide::password_salt(subject.view.namespace, subject.secret_name);
+    let inputs = StoreInputs {
+        tls_crt,
+        tls_key,
+        bundle: &bundle,
+        password,
+        salt: &salt,
+    };
+    let annotations = decide::store_annotations(&data, &inputs);
+    Ok(BuiltStores { data, annotations })
 }
 
 async fn reconcile_service(svc: &Service, ctx: &ServingContext) -> Result<Next, ServingError> {
@@ -346,6 +465,7 @@ async fn reconcile_service(svc: &Service, ctx: &ServingContext) -> Result<Next, 
         uid,
         headless: is_headless(svc),
         annotations: svc.metadata.annotations.as_ref(),
+        keystore_password: StorePassword::NotRead,
     };
     let Some(secret_name) = decide::requested_secret_name(&view) else {
         if decide::empty_request(&view) {
@@ -373,8 +493,14 @@ async fn reconcile_service(svc: &Service, ctx: &ServingContext) -> Result<Next, 
         allow_external_wildcards: ctx.cfg.allow_external_wildcards,
     };
     let extras = decide::extras(&view, &dcfg).unwrap_or_default();
+    let lookup = read_store_password(ctx, namespace, &extras).await?;
+    let view = ServiceView {
+        keystore_password: lookup.view(),
+        ..view
+    };
     let secret_view = live.as_ref().map(view_of);
     let decision = decide::decide(&view, secret_name, secret_view.as_ref(), &ca, &dcfg, now);
+    let password = decide::store_password(&extras, &view).ok();
     debug!(?decision, "decided");
     let subject = Subject {
         svc,
@@ -384,6 +510,7 @@ async fn reconcile_service(svc: &Service, ctx: &ServingContext) -> Result<Next, 
         ca: &ca,
         now,
         extras: &extras,
+        password,
     };
     let next = match decision {
         Decision::Issue(reason) => issue(ctx, &subject, reason).await?,
@@ -457,12 +584,27 @@ async fn issue(
         return Ok(Some(wait));
     }
     let issued = sign(ctx, subject).await?;
+    let wanted_stores = [
+        (subject.extras.keystore, names::KEYSTORE_P12),
+        (subject.extras.truststore, names::TRUSTSTORE_P12),
+    ]
+    .into_iter()
+    .filter_map(|(wanted, key)| wanted.then_some(key))
+    .collect();
+    let stores = build_stores(
+        subject,
+        wanted_stores,
+        issued.cert_chain_pem.as_bytes(),
+        issued.key_pem.as_bytes(),
+    )
+    .await?;
     let desired = desired_secret(
         &subject.view,
         subject,
         issued.cert_chain_pem.as_bytes(),
         issued.key_pem.as_bytes(),
         issued.not_after,
+        stores,
     );
     write_secret(ctx, subject, desired).await?;
     ctx.metrics.wrote(CONTROLLER);
@@ -599,16 +741,41 @@ async fn repair(
         secret_bytes(live, names::TLS_CRT).unwrap_or_default(),
         secret_bytes(live, names::TLS_KEY).unwrap_or_default(),
     );
-    for (key, value) in extra {
+    let stale_stores = [names::KEYSTORE_P12, names::TRUSTSTORE_P12]
+        .into_iter()
+        .filter(|k| tidy.write_keys.iter().any(|w| w == k))
+        .collect();
+    let stores = build_stores(
+        subject,
+        stale_stores,
+        secret_bytes(live, names::TLS_CRT).unwrap_or_default(),
+        secret_bytes(live, names::TLS_KEY).unwrap_or_default(),
+    )
+    .await?;
+    for (key, value) in extra.into_iter().chain(stores.data) {
         if tidy.write_keys.iter().any(|k| k == key) {
             data.insert(key.to_string(), json!(k8s_openapi::ByteString(value)));
+        }
+    }
+    let mut annotations: serde_json::Map<String, serde_json::Value> = desired
+        .annotations
+        .unwrap_or_default()
+        .into_iter()
+        .chain(stores.annotations)
+        .map(|(k, v)| (k, json!(v)))
+        .collect();
+    // Records of stores no longer requested go with them.
+    let present = |k: &str| live.annotations().contains_key(k);
+    for key in decide::unwanted_store_annotations(subject.extras) {
+        if present(key) {
+            annotations.insert(key.to_string(), serde_json::Value::Null);
         }
     }
     let patch = json!({
         "metadata": {
             "resourceVersion": live.resource_version(),
             "labels": desired.labels,
-            "annotations": desired.annotations,
+            "annotations": annotations,
             "ownerReferences": owner_references(live, &subject.view),
         },
         "data": data,
@@ -746,6 +913,8 @@ fn view_of(secret: &Secret) -> SecretView<'_> {
         labels: secret.metadata.labels.as_ref(),
         ca_crt: secret_bytes(secret, names::CA_CRT),
         combined_pem: secret_bytes(secret, names::TLS_COMBINED_PEM),
+        keystore_p12: secret_bytes(secret, names::KEYSTORE_P12),
+        truststore_p12: secret_bytes(secret, names::TRUSTSTORE_P12),
         labelled: secret
             .metadata
             .labels
@@ -869,6 +1038,7 @@ fn desired_secret(
     tls_crt: &[u8],
     tls_key: &[u8],
     not_after: OffsetDateTime,
+    stores: BuiltStores,
 ) -> Secret {
     let extra = decide::extra_data(subject.extras, &subject.ca.bundle_pem(), tls_crt, tls_key);
     let data = [(names::TLS_CRT, tls_crt), (names::TLS_KEY, tls_key)]
@@ -877,11 +1047,17 @@ fn desired_secret(
         .chain(
             extra
                 .into_iter()
+                .chain(stores.data)
                 .map(|(k, v)| (k.to_string(), k8s_openapi::ByteString(v))),
         )
         .collect();
+    let mut metadata = desired_metadata(svc, subject.secret_name, subject.extras, not_after);
+    metadata
+        .annotations
+        .get_or_insert_default()
+        .extend(stores.annotations);
     Secret {
-        metadata: desired_metadata(svc, subject.secret_name, subject.extras, not_after),
+        metadata,
         type_: Some(names::TLS_SECRET_TYPE.into()),
         data: Some(data),
         ..Default::default()
