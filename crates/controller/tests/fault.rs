@@ -135,7 +135,8 @@ struct Restartable {
 
 impl Restartable {
     async fn start(ns: &'static str) -> Restartable {
-        let dir = std::env::temp_dir().join(format!("service-ca-fault-{ns}-{}", std::process::id()));
+        let dir =
+            std::env::temp_dir().join(format!("service-ca-fault-{ns}-{}", std::process::id()));
         let remove_dir = RemoveDir(dir.clone());
         let env = TestEnv::start(Some(&dir)).unwrap();
         let client = service_ca_testing::client_from_kubeconfig(env.kubeconfig(), None)
@@ -177,7 +178,9 @@ impl Restartable {
     async fn restart(&mut self) -> Duration {
         let stopping = std::time::Instant::now();
         if let Some(env) = self.env.take() {
-            tokio::task::spawn_blocking(move || env.stop()).await.unwrap();
+            tokio::task::spawn_blocking(move || env.stop())
+                .await
+                .unwrap();
         }
         tokio::time::sleep(OUTAGE).await;
         let dir = self.dir.clone();
@@ -255,21 +258,32 @@ async fn an_api_server_restart_in_the_middle_of_500_issuances() {
 
     // Quiet for a window: nothing more is issued, and the history holds no double issuance.
     let issued = cluster.running().metrics.issued_total();
-    common::holds_for(Duration::from_secs(3), "no issuance after convergence", || async {
-        cluster.running().metrics.issued_total() == issued
-    })
+    common::holds_for(
+        Duration::from_secs(3),
+        "no issuance after convergence",
+        || async { cluster.running().metrics.issued_total() == issued },
+    )
     .await;
     let per_secret = recorder.assert_one_certificate_per_ca();
     assert_eq!(per_secret.len(), N);
     assert!(
         per_secret.values().all(|&certs| certs == 1),
         "every Secret was issued exactly once: {:?}",
-        per_secret.iter().filter(|(_, c)| **c != 1).collect::<Vec<_>>()
+        per_secret
+            .iter()
+            .filter(|(_, c)| **c != 1)
+            .collect::<Vec<_>>()
     );
     // Issued (and written) by this process at most once per Service; a write whose response was
     // lost in the restart is not counted, but its Secret was kept (one certificate each).
     assert!(issued <= N as u64, "{issued} issuances for {N} Services");
-    assert!(recorder.ca_problems().is_empty(), "{:?}", recorder.ca_problems());
+    recorder.assert_no_violations();
+    assert!(recorder.deleted_secrets().is_empty());
+    assert!(
+        recorder.ca_problems().is_empty(),
+        "{:?}",
+        recorder.ca_problems()
+    );
     assert_eq!(recorder.ca_certificates().len(), 1, "one CA, never rotated");
     eprintln!(
         "bulk: {N} Services created in {:.1}s; restart at {before} issued ({at_restart} when it was back), \
@@ -352,7 +366,10 @@ async fn an_api_server_restart_in_the_middle_of_a_ca_rotation() {
     .await;
     let converged_after = requesting.elapsed();
     assert_eq!((done.serving, done.injected), (N, INJECTED));
-    assert_eq!(done.forced_rotation_reason.as_deref(), Some("fault-restart"));
+    assert_eq!(
+        done.forced_rotation_reason.as_deref(),
+        Some("fault-restart")
+    );
     assert_ne!(
         done.ca.cert_info().der,
         first.ca.cert_info().der,
@@ -360,19 +377,33 @@ async fn an_api_server_restart_in_the_middle_of_a_ca_rotation() {
     );
 
     // One rotation (two CA certificates in the Secret's whole history), every CA Secret version
-    // adoptable, every serving Secret re-issued exactly once, under the new CA.
-    assert!(recorder.ca_problems().is_empty(), "{:?}", recorder.ca_problems());
+    // adoptable, every serving Secret re-issued exactly once, under the new CA; no invalid
+    // version written at any point (each checked against the bundle published at the time).
+    recorder.assert_no_violations();
+    assert!(recorder.deleted_secrets().is_empty());
+    assert!(
+        recorder.ca_problems().is_empty(),
+        "{:?}",
+        recorder.ca_problems()
+    );
     assert_eq!(recorder.ca_certificates().len(), 2, "exactly one rotation");
     let per_secret = recorder.assert_one_certificate_per_ca();
     assert!(
         per_secret.values().all(|&certs| certs == 2),
         "every Secret re-issued exactly once: {:?}",
-        per_secret.iter().filter(|(_, c)| **c != 2).collect::<Vec<_>>()
+        per_secret
+            .iter()
+            .filter(|(_, c)| **c != 2)
+            .collect::<Vec<_>>()
     );
     let new_skid = done.ca.skid();
     for name in per_secret.keys() {
         let certs = recorder.certificates(name);
-        assert_eq!(certs[1].akid.as_deref(), Some(new_skid.as_slice()), "{name}");
+        assert_eq!(
+            certs[1].akid.as_deref(),
+            Some(new_skid.as_slice()),
+            "{name}"
+        );
     }
     let issued = cluster.running().metrics.issued_total();
     assert!(

@@ -3,6 +3,12 @@
 //! (and counts the re-lists, where versions may have been missed), and [`converged`], a check of
 //! the final state against the CA in force.
 //!
+//! [`Recorder::violations`] checks every version seen, not only the final state: no half-written
+//! Secret (`tls.crt` without its `tls.key`, or a key that is not the certificate's), no CA Secret
+//! the controller would not adopt, no serving certificate that fails to verify against the bundle
+//! published when it was written, and no injected bundle that was never published. "When" is the
+//! resourceVersion order: resourceVersions are etcd revisions, one sequence for every kind.
+//!
 //! The names used here (annotations, data keys) are the fixed OpenShift ones; the testing crate
 //! does not depend on the controller crate, whose tests use it.
 
@@ -26,6 +32,9 @@ const TLS_KEY: &str = "tls.key";
 const CA_BUNDLE_CRT: &str = "ca-bundle.crt";
 const INTERMEDIATE_CA_CRT: &str = "intermediate-ca.crt";
 const SERVICE_CA_CRT: &str = "service-ca.crt";
+const ORIGINATING_SERVICE: &str = "service.beta.openshift.io/originating-service-name";
+/// The bundle ConfigMap (the fixed OpenShift name): what clients trust.
+const BUNDLE_CONFIGMAP: &str = "signing-cabundle";
 /// How long a failed list or watch waits before it is retried (an outage is watched closely, so
 /// that the re-list after it comes as soon as the API server is back).
 const RETRY: Duration = Duration::from_millis(100);
@@ -56,6 +65,15 @@ struct Record {
     /// CA Secret versions seen (adoptable or not).
     ca_versions: usize,
     relists: u32,
+    /// Invalid versions found as they were seen (no ordering needed).
+    problems: Vec<String>,
+    /// Serving Secret versions: (resourceVersion, Secret, DNS name, tls.crt).
+    serving_versions: Vec<(u64, String, String, Vec<u8>)>,
+    /// Bundle ConfigMap versions: (resourceVersion, ca-bundle.crt).
+    bundles: Vec<(u64, String)>,
+    /// Injected ConfigMap versions: (resourceVersion, ConfigMap, service-ca.crt).
+    injected: Vec<(u64, String, String)>,
+    namespace: String,
 }
 
 impl Record {
@@ -79,20 +97,93 @@ impl Record {
 
     fn secret(&mut self, secret: &Secret, ca_secret: &str) {
         let name = secret.name_any();
-        let crt = data(secret, TLS_CRT).map(<[u8]>::to_vec).unwrap_or_default();
+        let crt = data(secret, TLS_CRT)
+            .map(<[u8]>::to_vec)
+            .unwrap_or_default();
         let history = self.certificates.entry(name.clone()).or_default();
         if !crt.is_empty() && history.last() != Some(&crt) {
-            history.push(crt);
+            history.push(crt.clone());
         }
+        let version = secret.resource_version().unwrap_or_default();
         if name == ca_secret {
             self.ca_versions += 1;
             if let Err(e) = adopt(secret) {
-                self.ca_problems.push(format!(
-                    "version {}: {e}",
-                    secret.resource_version().unwrap_or_default()
+                self.ca_problems.push(format!("version {version}: {e}"));
+            }
+            return;
+        }
+        let key = data(secret, TLS_KEY);
+        if crt.is_empty() && key.is_none() {
+            return;
+        }
+        let whole = crate::tls::verify_key_matches(&crt, key.unwrap_or_default());
+        if let Err(e) = whole {
+            self.problems.push(format!(
+                "Secret {name} version {version}: half-written: {e}"
+            ));
+        }
+        match secret.annotations().get(ORIGINATING_SERVICE) {
+            Some(service) => self.serving_versions.push((
+                version.parse().unwrap_or(0),
+                name,
+                format!("{service}.{}.svc", self.namespace),
+                crt,
+            )),
+            None => self.problems.push(format!(
+                "Secret {name} version {version}: a certificate without {ORIGINATING_SERVICE}"
+            )),
+        }
+    }
+
+    fn configmap(&mut self, cm: &ConfigMap) {
+        let version = cm
+            .resource_version()
+            .unwrap_or_default()
+            .parse()
+            .unwrap_or(0);
+        let value = |key: &str| cm.data.as_ref().and_then(|d| d.get(key)).cloned();
+        if cm.name_any() == BUNDLE_CONFIGMAP {
+            if let Some(bundle) = value(CA_BUNDLE_CRT) {
+                self.bundles.push((version, bundle));
+            }
+        } else if let Some(injected) = value(SERVICE_CA_CRT) {
+            self.injected.push((version, cm.name_any(), injected));
+        }
+    }
+
+    /// Every invalid version seen (see the module docs).
+    fn violations(&self) -> Vec<String> {
+        let mut found = self.problems.clone();
+        found.extend(self.ca_problems.iter().map(|p| format!("CA Secret {p}")));
+        let mut bundles = self.bundles.clone();
+        bundles.sort_by_key(|(rv, _)| *rv);
+        // The bundle in force when resourceVersion `rv` was written: the last one before it.
+        let in_force = |rv: u64| bundles.iter().rev().find(|(b, _)| *b < rv);
+        for (rv, name, dns, crt) in &self.serving_versions {
+            match in_force(*rv) {
+                None => found.push(format!(
+                    "Secret {name} version {rv}: written before any bundle was published"
+                )),
+                Some((brv, bundle)) => {
+                    if let Err(e) = crate::tls::verify_chain(bundle, crt, dns) {
+                        found.push(format!(
+                            "Secret {name} version {rv}: does not verify against the bundle published at {brv}: {e}"
+                        ));
+                    }
+                }
+            }
+        }
+        for (rv, name, injected) in &self.injected {
+            if !bundles
+                .iter()
+                .any(|(b, bundle)| b < rv && bundle == injected)
+            {
+                found.push(format!(
+                    "ConfigMap {name} version {rv}: injected a bundle never published before it"
                 ));
             }
         }
+        found
     }
 }
 
@@ -134,7 +225,10 @@ impl Recorder {
     /// Starts watching `namespace` (whose CA Secret is `ca_secret`) and returns once every kind
     /// has been listed.
     pub async fn start(client: Client, namespace: &str, ca_secret: &str) -> Recorder {
-        let record = Arc::new(Mutex::new(Record::default()));
+        let record = Arc::new(Mutex::new(Record {
+            namespace: namespace.to_string(),
+            ..Record::default()
+        }));
         let mut tasks = Vec::new();
         let mut listed = Vec::new();
         let ca = ca_secret.to_string();
@@ -148,7 +242,8 @@ impl Recorder {
             }};
         }
         follow!(Secret, "Secret", secret_hook);
-        follow!(ConfigMap, "ConfigMap", |_: &mut Record, _: &ConfigMap| {});
+        follow!(ConfigMap, "ConfigMap", |r: &mut Record, cm: &ConfigMap| r
+            .configmap(cm));
         follow!(Service, "Service", |_: &mut Record, _: &Service| {});
         follow!(Event, "Event", |_: &mut Record, _: &Event| {});
         for rx in listed {
@@ -202,6 +297,22 @@ impl Recorder {
         self.certificates(&self.ca_secret)
     }
 
+    /// Serving Secrets whose latest certificate was not issued by the latest CA certificate the
+    /// CA Secret held (a rotation's fan-out still to do).
+    pub fn stale_serving(&self) -> usize {
+        let Some(ca) = self.ca_certificates().pop() else {
+            return 0;
+        };
+        self.serving_secrets()
+            .keys()
+            .filter(|name| {
+                self.certificates(name)
+                    .pop()
+                    .is_some_and(|leaf| leaf.akid.is_none() || leaf.akid != ca.skid)
+            })
+            .count()
+    }
+
     /// The CA Secret versions the pki crate would not adopt (a half-written CA), with the reason.
     pub fn ca_problems(&self) -> Vec<String> {
         self.lock().ca_problems.clone()
@@ -212,32 +323,83 @@ impl Recorder {
         self.lock().ca_versions
     }
 
+    /// Every invalid intermediate state seen so far (see the module docs); empty when none.
+    pub fn violations(&self) -> Vec<String> {
+        self.lock().violations()
+    }
+
+    /// Asserts that [`Recorder::violations`] is empty, naming the first ten otherwise.
+    pub fn assert_no_violations(&self) {
+        let found = self.violations();
+        assert!(
+            found.is_empty(),
+            "{} invalid versions written, e.g. {:#?}",
+            found.len(),
+            &found[..found.len().min(10)]
+        );
+    }
+
+    /// How many versions of each kind were checked: (serving Secrets, bundles, injected
+    /// ConfigMaps).
+    pub fn checked(&self) -> (usize, usize, usize) {
+        let r = self.lock();
+        (r.serving_versions.len(), r.bundles.len(), r.injected.len())
+    }
+
+    /// Secrets that were deleted (names, in order), for tests that delete none themselves.
+    pub fn deleted_secrets(&self) -> Vec<String> {
+        self.lock()
+            .changes
+            .iter()
+            .filter(|c| c.kind == "Secret" && c.deleted)
+            .map(|c| c.name.clone())
+            .collect()
+    }
+
     /// Re-lists after the first list: each is a gap in which versions may have been missed
     /// (an object's final version is always seen).
     pub fn relists(&self) -> u32 {
         self.lock().relists
     }
 
-    /// Asserts that no Secret was issued twice by one CA: the certificates each serving Secret
-    /// held all come from different CAs (a new certificate needs a cause, and the only one these
-    /// tests give is a CA rotation). Returns the number of distinct certificates per Secret.
-    pub fn assert_one_certificate_per_ca(&self) -> BTreeMap<String, usize> {
-        let secrets = self.serving_secrets();
-        for name in secrets.keys() {
+    /// Serving Secrets (other than `except`) that held two certificates from one CA: issued again
+    /// without cause (a new certificate needs one, and the only one these tests give is a CA
+    /// rotation), with the serials.
+    pub fn reissued_without_cause(
+        &self,
+        except: &std::collections::BTreeSet<String>,
+    ) -> Vec<String> {
+        let mut found = Vec::new();
+        for name in self.serving_secrets().keys() {
+            if except.contains(name) {
+                continue;
+            }
             let certs = self.certificates(name);
             let mut issuers: Vec<Option<Vec<u8>>> = certs.iter().map(|c| c.akid.clone()).collect();
             issuers.sort();
             issuers.dedup();
-            assert_eq!(
-                issuers.len(),
-                certs.len(),
-                "Secret {name} held {} certificates from only {} CAs: issued twice without cause (serials {:?})",
-                certs.len(),
-                issuers.len(),
-                certs.iter().map(|c| &c.serial_hex).collect::<Vec<_>>()
-            );
+            if issuers.len() != certs.len() {
+                found.push(format!(
+                    "Secret {name} held {} certificates from only {} CAs (serials {:?})",
+                    certs.len(),
+                    issuers.len(),
+                    certs.iter().map(|c| &c.serial_hex).collect::<Vec<_>>()
+                ));
+            }
         }
-        secrets
+        found
+    }
+
+    /// Asserts that no Secret was issued twice by one CA ([`Recorder::reissued_without_cause`]
+    /// is empty). Returns the number of distinct certificates per Secret.
+    pub fn assert_one_certificate_per_ca(&self) -> BTreeMap<String, usize> {
+        let found = self.reissued_without_cause(&Default::default());
+        assert!(
+            found.is_empty(),
+            "issued twice without cause: {:#?}",
+            &found[..found.len().min(10)]
+        );
+        self.serving_secrets()
     }
 }
 
@@ -250,7 +412,10 @@ impl Drop for Recorder {
 }
 
 fn first_cert(pem: &[u8]) -> Option<CertInfo> {
-    service_ca_pki::parse_pem_certs(pem).ok()?.into_iter().next()
+    service_ca_pki::parse_pem_certs(pem)
+        .ok()?
+        .into_iter()
+        .next()
 }
 
 /// Lists, then watches from the list's resourceVersion; resumes the watch after a disconnect and
@@ -265,7 +430,11 @@ async fn follow<K>(
     K: Resource + Clone + DeserializeOwned + Debug + Send + 'static,
 {
     let mut listed = Some(listed);
-    let lock = || record.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    let lock = || {
+        record
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    };
     loop {
         let list = match api.list(&ListParams::default()).await {
             Ok(list) => list,
@@ -454,7 +623,10 @@ pub async fn check_converged(
         }
         let held = cm.data.as_ref().and_then(|d| d.get(SERVICE_CA_CRT));
         if held != Some(&bundle) {
-            return Err(format!("ConfigMap {} does not hold the bundle", cm.name_any()));
+            return Err(format!(
+                "ConfigMap {} does not hold the bundle",
+                cm.name_any()
+            ));
         }
         injected += 1;
     }
@@ -464,4 +636,140 @@ pub async fn check_converged(
         injected,
         forced_rotation_reason: ca_object.annotations().get(FORCED_ROTATION_REASON).cloned(),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    //! The witness must be able to fail: each kind of invalid version is fed to a record and
+    //! found.
+
+    use super::*;
+    use service_ca_pki::{CaConfig, ChainOrder, KeyAlgorithm, ServingRequest};
+
+    fn ca() -> SigningCa {
+        let cfg = CaConfig {
+            key_algorithm: KeyAlgorithm::EcdsaP256,
+            ..CaConfig::default()
+        };
+        SigningCa::create(&cfg, time::OffsetDateTime::now_utc()).unwrap()
+    }
+
+    /// (tls.crt, tls.key) for Service `svc` in namespace `ns`.
+    fn leaf(ca: &SigningCa, svc: &str) -> (String, String) {
+        let request = ServingRequest {
+            service: svc,
+            namespace: "ns",
+            uid: "uid",
+            headless: false,
+            cluster_domain: "cluster.local",
+            lifetime: Duration::from_secs(3600),
+            chain_order: ChainOrder::Portable,
+            extra_dns_names: &[],
+        };
+        let key = service_ca_pki::generate_key(KeyAlgorithm::EcdsaP256).unwrap();
+        let issued =
+            service_ca_pki::issue_serving(ca, &request, key, time::OffsetDateTime::now_utc())
+                .unwrap();
+        (issued.cert_chain_pem, issued.key_pem.to_string())
+    }
+
+    fn secret(name: &str, rv: u64, crt: &str, key: Option<&str>, svc: &str) -> Secret {
+        let mut data =
+            serde_json::json!({TLS_CRT: k8s_openapi::ByteString(crt.as_bytes().to_vec())});
+        if let Some(key) = key {
+            data[TLS_KEY] = serde_json::json!(k8s_openapi::ByteString(key.as_bytes().to_vec()));
+        }
+        serde_json::from_value(serde_json::json!({
+            "metadata": {
+                "name": name,
+                "resourceVersion": rv.to_string(),
+                "annotations": {ORIGINATING_SERVICE: svc},
+            },
+            "data": data,
+        }))
+        .unwrap()
+    }
+
+    fn configmap(name: &str, rv: u64, key: &str, value: &str) -> ConfigMap {
+        serde_json::from_value(serde_json::json!({
+            "metadata": {"name": name, "resourceVersion": rv.to_string()},
+            "data": {key: value},
+        }))
+        .unwrap()
+    }
+
+    fn record() -> Record {
+        Record {
+            namespace: "ns".into(),
+            ..Record::default()
+        }
+    }
+
+    #[test]
+    fn valid_versions_pass() {
+        let ca = ca();
+        let (crt, key) = leaf(&ca, "a");
+        let mut r = record();
+        r.configmap(&configmap(
+            BUNDLE_CONFIGMAP,
+            10,
+            CA_BUNDLE_CRT,
+            &ca.bundle_pem(),
+        ));
+        r.secret(&secret("a-tls", 11, &crt, Some(&key), "a"), "signing-key");
+        r.configmap(&configmap("trust", 12, SERVICE_CA_CRT, &ca.bundle_pem()));
+        assert_eq!(r.violations(), Vec::<String>::new());
+    }
+
+    #[test]
+    fn every_kind_of_invalid_version_is_found() {
+        let (published, other) = (ca(), ca());
+        let (crt, key) = leaf(&published, "a");
+        let (_, wrong_key) = leaf(&published, "a");
+        let (foreign_crt, foreign_key) = leaf(&other, "b");
+        let mut r = record();
+        // Before any bundle.
+        r.secret(
+            &secret("early-tls", 5, &crt, Some(&key), "a"),
+            "signing-key",
+        );
+        r.configmap(&configmap(
+            BUNDLE_CONFIGMAP,
+            10,
+            CA_BUNDLE_CRT,
+            &published.bundle_pem(),
+        ));
+        // Half-written: no key, and another key.
+        r.secret(&secret("nokey-tls", 11, &crt, None, "a"), "signing-key");
+        r.secret(
+            &secret("mismatch-tls", 12, &crt, Some(&wrong_key), "a"),
+            "signing-key",
+        );
+        // Signed by a CA that was never published.
+        r.secret(
+            &secret("foreign-tls", 13, &foreign_crt, Some(&foreign_key), "b"),
+            "signing-key",
+        );
+        // An injected bundle never published, and a CA Secret without its key.
+        r.configmap(&configmap("trust", 14, SERVICE_CA_CRT, &other.bundle_pem()));
+        r.secret(
+            &secret("signing-key", 15, &other.tls_crt_pem(), None, ""),
+            "signing-key",
+        );
+        let found = r.violations();
+        for needle in [
+            "early-tls version 5: written before any bundle",
+            "nokey-tls version 11: half-written",
+            "mismatch-tls version 12: half-written",
+            "foreign-tls version 13: does not verify",
+            "ConfigMap trust version 14",
+            "CA Secret version 15",
+        ] {
+            assert!(
+                found.iter().any(|f| f.contains(needle)),
+                "{needle} not in {found:#?}"
+            );
+        }
+        assert_eq!(found.len(), 6, "{found:#?}");
+    }
 }
