@@ -5,8 +5,14 @@
 //! Every write carries the resourceVersion that was read, so two candidates can never both
 //! believe they acquired the same Lease.
 
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::task::{Context, Poll};
 use std::time::Duration;
 
+use hyper::{Method, Request, Response};
 use k8s_openapi::api::coordination::v1::{Lease, LeaseSpec};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::MicroTime;
 use k8s_openapi::jiff::Timestamp;
@@ -31,6 +37,125 @@ impl Default for LeaseTiming {
             duration: Duration::from_secs(15),
             retry: Duration::from_secs(2),
         }
+    }
+}
+
+/// A write refused because this replica may no longer be the leader (docs/reliability.md).
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "write skipped: not leading (leadership lost, or the Lease not renewed within the renew deadline by the local clock)"
+)]
+pub(crate) struct NotLeading;
+
+/// Whether this replica may write now. The term token stops the controllers once the elector
+/// has seen the Lease lost, but a process frozen past its lease (SIGSTOP, a paused VM, a
+/// starved node) wakes with its term still open and in-flight writes ready to go, before its
+/// elector has looked again. So each write is checked right before it is sent: the last
+/// successful renewal must have *started* less than the renew deadline ago, by the local
+/// monotonic clock (which keeps running while the process is stopped). Another replica judges
+/// the Lease expired only after observing it unchanged for the whole lease duration, which
+/// cannot end before that deadline.
+#[derive(Clone, Debug)]
+pub(crate) struct Leadership(Arc<LeadershipState>);
+
+#[derive(Debug)]
+struct LeadershipState {
+    origin: std::time::Instant,
+    /// Nanoseconds after `origin` until which writes are allowed; 0: not leading.
+    valid_until: AtomicU64,
+}
+
+/// `valid_until` of a process without election ([`crate::start`]): always leading.
+const ALWAYS: u64 = u64::MAX;
+
+impl Leadership {
+    /// Not leading until the elector says otherwise.
+    pub(crate) fn elected() -> Self {
+        Self(Arc::new(LeadershipState {
+            origin: std::time::Instant::now(),
+            valid_until: AtomicU64::new(0),
+        }))
+    }
+
+    /// Always leading: controllers started without an election (tests, embedding).
+    pub(crate) fn always() -> Self {
+        let leadership = Self::elected();
+        leadership.0.valid_until.store(ALWAYS, Ordering::SeqCst);
+        leadership
+    }
+
+    /// Writes are allowed until `until` (a renewal that started at `until - renew deadline`
+    /// succeeded).
+    fn renewed(&self, until: std::time::Instant) {
+        let nanos = until.saturating_duration_since(self.0.origin).as_nanos();
+        let nanos = u64::try_from(nanos).unwrap_or(ALWAYS - 1).max(1);
+        self.0.valid_until.store(nanos, Ordering::SeqCst);
+    }
+
+    /// No more writes (leadership lost or given up).
+    fn revoke(&self) {
+        self.0.valid_until.store(0, Ordering::SeqCst);
+    }
+
+    /// Ok while this replica leads and its lease is valid by the local clock.
+    pub(crate) fn check(&self) -> Result<(), NotLeading> {
+        let until = self.0.valid_until.load(Ordering::SeqCst);
+        if until == ALWAYS {
+            return Ok(());
+        }
+        let now = std::time::Instant::now().saturating_duration_since(self.0.origin);
+        if u128::from(until) > now.as_nanos() {
+            Ok(())
+        } else {
+            Err(NotLeading)
+        }
+    }
+
+    /// `client` with every write (any method but GET, HEAD, OPTIONS) checked against this
+    /// leadership right before it is sent; a refused write fails with
+    /// `kube::Error::Service(NotLeading)` (category `not_leading`). Reads pass.
+    pub(crate) fn gate(&self, client: Client) -> Client {
+        let namespace = client.default_namespace().to_string();
+        Client::new(
+            WriteGate {
+                client,
+                leadership: self.clone(),
+            },
+            namespace,
+        )
+    }
+}
+
+/// The tower service behind [`Leadership::gate`].
+#[derive(Clone)]
+struct WriteGate {
+    client: Client,
+    leadership: Leadership,
+}
+
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+impl tower_service::Service<Request<kube::client::Body>> for WriteGate {
+    type Response = Response<kube::client::Body>;
+    type Error = BoxError;
+    type Future = Pin<Box<dyn Future<Output = Result<Self::Response, BoxError>> + Send>>;
+
+    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, request: Request<kube::client::Body>) -> Self::Future {
+        let (client, leadership) = (self.client.clone(), self.leadership.clone());
+        Box::pin(async move {
+            let write = !matches!(
+                *request.method(),
+                Method::GET | Method::HEAD | Method::OPTIONS
+            );
+            if write {
+                leadership.check()?;
+            }
+            Ok(client.send(request).await?)
+        })
     }
 }
 
@@ -192,6 +317,7 @@ impl Elector {
     pub(crate) async fn run(
         self,
         terms: watch::Sender<Option<CancellationToken>>,
+        leadership: Leadership,
         root: CancellationToken,
     ) {
         let mut last_renewed = tokio::time::Instant::now();
@@ -200,12 +326,16 @@ impl Elector {
         // before any other replica can judge the lease expired (client-go's renew deadline).
         let renew_deadline = self.timing.duration * 2 / 3;
         let end_term = |why: &str| {
+            leadership.revoke();
             if let Some(term) = terms.send_replace(None) {
                 warn!(lease = %self.name, "{why}");
                 term.cancel();
             }
         };
         loop {
+            // Writes stay allowed for the renew deadline from the start of the round that renewed
+            // (the request may have reached the API server at any moment after this).
+            let started = std::time::Instant::now();
             let attempt = round(
                 &self.api,
                 &self.name,
@@ -223,6 +353,7 @@ impl Elector {
             match outcome {
                 Ok(true) => {
                     last_renewed = tokio::time::Instant::now();
+                    leadership.renewed(started + renew_deadline);
                     if terms.borrow().is_none() {
                         terms.send_replace(Some(root.child_token()));
                     }
@@ -247,6 +378,7 @@ impl Elector {
                 _ = tokio::time::sleep(self.timing.retry) => {}
             }
         }
+        leadership.revoke();
         if let Some(term) = terms.send_replace(None) {
             term.cancel();
         }
@@ -278,6 +410,68 @@ impl Elector {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn leadership_holds_until_the_renew_deadline() {
+        let now = std::time::Instant::now();
+        assert!(Leadership::always().check().is_ok());
+        let leadership = Leadership::elected();
+        assert!(
+            leadership.check().is_err(),
+            "not leading before the first renewal"
+        );
+        leadership.renewed(now + Duration::from_secs(60));
+        assert!(leadership.check().is_ok());
+        // A renewal whose deadline has passed (the process was frozen): writes refused, although
+        // nothing revoked the leadership yet.
+        leadership.renewed(now);
+        assert!(leadership.check().is_err());
+        leadership.renewed(now + Duration::from_secs(60));
+        leadership.revoke();
+        assert!(leadership.check().is_err());
+    }
+
+    /// Answers every request with 200 and counts them.
+    #[derive(Clone, Default)]
+    struct Answer(Arc<AtomicU64>);
+
+    impl tower_service::Service<Request<kube::client::Body>> for Answer {
+        type Response = Response<kube::client::Body>;
+        type Error = BoxError;
+        type Future = std::future::Ready<Result<Self::Response, BoxError>>;
+
+        fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
+            Poll::Ready(Ok(()))
+        }
+
+        fn call(&mut self, _: Request<kube::client::Body>) -> Self::Future {
+            self.0.fetch_add(1, Ordering::SeqCst);
+            std::future::ready(Ok(Response::new(kube::client::Body::from(Vec::new()))))
+        }
+    }
+
+    #[tokio::test]
+    async fn the_gate_refuses_writes_not_reads() {
+        let sent = Answer::default();
+        let leadership = Leadership::elected();
+        let gated = leadership.gate(Client::new(sent.clone(), "default"));
+        let request = |method: Method| {
+            Request::builder()
+                .method(method)
+                .uri("/api/v1/namespaces/default/configmaps")
+                .body(kube::client::Body::from(Vec::new()))
+                .unwrap()
+        };
+        assert!(gated.send(request(Method::GET)).await.is_ok());
+        for method in [Method::POST, Method::PUT, Method::PATCH, Method::DELETE] {
+            let err = gated.send(request(method)).await.unwrap_err();
+            assert_eq!(crate::plumbing::kube_category(&err), "not_leading");
+        }
+        assert_eq!(sent.0.load(Ordering::SeqCst), 1, "only the read was sent");
+        leadership.renewed(std::time::Instant::now() + Duration::from_secs(60));
+        assert!(gated.send(request(Method::PATCH)).await.is_ok());
+        assert_eq!(sent.0.load(Ordering::SeqCst), 2);
+    }
 
     fn spec(holder: &str, duration: i32) -> LeaseSpec {
         LeaseSpec {

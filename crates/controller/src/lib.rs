@@ -81,7 +81,11 @@ pub fn start(client: Client, cfg: Config) -> Result<Running, ConfigError> {
     let health = Arc::new(readiness::Readiness::new(metrics.clone()));
     let root = readiness::Supervisor::new(TaskTracker::new(), token.clone(), health.clone());
     let watches = Watches::start(&client, &cfg, &metrics, &root)?;
-    start_term(client, cfg, metrics, token, health, &watches)
+    let term = Term {
+        token,
+        leadership: leader::Leadership::always(),
+    };
+    start_term(client, cfg, metrics, term, health, &watches)
 }
 
 /// The watches every replica keeps current whether it leads or not, so that a new leader starts
@@ -89,11 +93,11 @@ pub fn start(client: Client, cfg: Config) -> Result<Running, ConfigError> {
 struct Watches {
     serving: Arc<serving::ServingWatches>,
     inject: inject::InjectWatches,
+    restart: restart::RestartWatches,
     caches: CacheSync,
 }
 
 impl Watches {
-    restart: restart::RestartWatches,
     /// Validates `cfg` and starts every watch under `root` (the process's supervisor).
     fn start(
         client: &Client,
@@ -113,23 +117,31 @@ impl Watches {
                 root,
             )),
             inject: inject::InjectWatches::start(client, cfg, legacy, &caches, root),
+            restart: restart::RestartWatches::start(client, cfg, &caches, root),
             caches,
         })
     }
 }
-            restart: restart::RestartWatches::start(client, cfg, &caches, root),
 
-/// Starts the CA manager and every controller of one term under `token` (cancelling it stops
-/// them all), over the process's warm `watches`.
+/// One leadership term: its token (cancelling it stops every controller of the term) and the
+/// leadership every write of the term is checked against right before it is sent.
+struct Term {
+    token: CancellationToken,
+    leadership: leader::Leadership,
+}
+
+/// Starts the CA manager and every controller of one term, over the process's warm `watches`.
+/// The controllers get a client whose writes are gated by the term's leadership.
 fn start_term(
     client: Client,
     cfg: Config,
     metrics: Arc<Metrics>,
-    token: CancellationToken,
+    Term { token, leadership }: Term,
     health: Arc<readiness::Readiness>,
     watches: &Watches,
 ) -> Result<Running, ConfigError> {
     cfg.validate()?;
+    let client = leadership.gate(client);
     let cfg = Arc::new(cfg);
     let events = events::EventSink::new(client.clone());
     let (ca_tx, ca_rx) = watch::channel(None);
@@ -167,6 +179,9 @@ fn start_term(
     supervisor.spawn("serving", async move {
         serving::run(serving_ctx, &serving_watches, serving_token).await
     });
+    let restart_ctx =
+        restart::RestartContext::new(client.clone(), &cfg, events.clone(), metrics.clone());
+    watches.restart.start_term(&supervisor, &restart_ctx);
     let inject_ctx = Arc::new(inject::InjectContext::new(
         client,
         ca_rx.clone(),
@@ -179,9 +194,6 @@ fn start_term(
         _cancel_on_drop: token.clone().drop_guard(),
         token,
         tasks,
-    let restart_ctx =
-        restart::RestartContext::new(client.clone(), &cfg, events.clone(), metrics.clone());
-    watches.restart.start_term(&supervisor, &restart_ctx);
         metrics,
         ca: ca_rx,
         caches: watches.caches.clone(),
@@ -268,7 +280,12 @@ pub async fn run(
     let watches = Watches::start(&client, &cfg, &metrics, &root)?;
     let elector = leader::Elector::new(client.clone(), &opts);
     let (terms_tx, mut terms) = watch::channel(None);
-    background.spawn(elector.clone().run(terms_tx, shutdown.clone()));
+    let leadership = leader::Leadership::elected();
+    background.spawn(
+        elector
+            .clone()
+            .run(terms_tx, leadership.clone(), shutdown.clone()),
+    );
     let result = loop {
         // Follower: standing by is a healthy, ready state.
         metrics.set_leader(false);
@@ -286,7 +303,10 @@ pub async fn run(
             client.clone(),
             cfg.clone(),
             metrics.clone(),
-            term.clone(),
+            Term {
+                token: term.clone(),
+                leadership: leadership.clone(),
+            },
             readiness.clone(),
             &watches,
         ) {

@@ -52,6 +52,11 @@ pub(crate) fn status_code(err: &kube::Error) -> Option<u16> {
 
 /// Stable category of a Kubernetes client error.
 pub(crate) fn kube_category(err: &kube::Error) -> &'static str {
+    if let kube::Error::Service(inner) = err
+        && inner.is::<crate::leader::NotLeading>()
+    {
+        return "not_leading";
+    }
     match status_code(err) {
         Some(409) => "conflict",
         Some(422) => "invalid",
