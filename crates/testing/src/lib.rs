@@ -6,6 +6,7 @@
 //! (or finds in its cache) the binary.
 
 pub mod container;
+pub mod replica;
 pub mod tls;
 pub mod witness;
 
