@@ -5,7 +5,7 @@ CARGO ?= cargo
 
 .PHONY: run stop test check-openssl deny lint unit e2e bench testenv build kubectl clean-local
 .PHONY: tools monitoring-test image
-.PHONY: fuzz
+.PHONY: fuzz soak
 
 ## Start the local control plane if no cluster is configured, then the controller against it.
 run:
@@ -44,13 +44,20 @@ unit:
 
 ## Criterion benchmarks (PKI) and the controller benchmark against a local control plane.
 bench:
-	$(CARGO) bench -p service-ca-pki
+	$(CARGO) bench -p service-ca-pki --features bench-openssl
 	bash hack/bench-controller.sh
+	bash hack/bench-scale.sh
 
 ## Every cargo fuzz target (fuzz/) for FUZZ_SECONDS each (default 60); fails on a crash, whose
 ## input stays in fuzz/artifacts/<target>/. Installs the pinned cargo-fuzz on first use.
 fuzz:
 	@CARGO=$(CARGO) FUZZ_SECONDS=$(or $(FUZZ_SECONDS),60) bash hack/fuzz.sh
+
+## Soak (not part of `make test`): SOAK_MINUTES (default 20) of churn, rotations and controller
+## restarts against a local control plane with the release binary; RSS/CPU sampled, invariants
+## checked at the end, summary printed (hack/soak.sh, docs/reliability.md).
+soak:
+	@CARGO=$(CARGO) SOAK_MINUTES=$(or $(SOAK_MINUTES),20) bash hack/soak.sh
 
 ## Build (or find in the cache) the local control plane binary and print its path.
 testenv:

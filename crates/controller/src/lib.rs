@@ -108,6 +108,8 @@ impl Watches {
         cfg.validate()?;
         let legacy = inject::Flavor::legacy_from_config(cfg)?;
         let caches = CacheSync::default();
+        // One metadata-only Secret watch serves both the serving controller and Secret injection.
+        let (secret_tee, secret_feed) = inject::secret_tee();
         Ok(Self {
             serving: Arc::new(serving::ServingWatches::start(
                 client,
@@ -115,8 +117,9 @@ impl Watches {
                 metrics.clone(),
                 &caches,
                 root,
+                secret_tee,
             )),
-            inject: inject::InjectWatches::start(client, cfg, legacy, &caches, root),
+            inject: inject::InjectWatches::start(client, cfg, legacy, secret_feed, &caches, root),
             restart: restart::RestartWatches::start(client, cfg, &caches, root),
             caches,
         })

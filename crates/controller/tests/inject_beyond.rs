@@ -9,8 +9,11 @@ mod common;
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use common::{controller, current_bundle, holds_for, wait_configmap, wait_for_event};
-use k8s_openapi::api::core::v1::ConfigMap;
+use common::{
+    WAIT, controller, current_bundle, data, holds_for, request_certificate, wait_configmap,
+    wait_for_event, wait_secret,
+};
+use k8s_openapi::api::core::v1::{ConfigMap, Secret, Service};
 use kube::Api;
 use kube::api::{ObjectMeta, Patch, PatchParams, PostParams};
 use serde_json::json;
@@ -164,4 +167,152 @@ async fn merge_mode_keeps_other_keys_and_default_still_replaces() {
     })
     .await;
     running.stop().await;
+}
+
+fn secret(
+    name: &str,
+    secret_type: &str,
+    annotations: &[(&str, &str)],
+    keys: &[(&str, &str)],
+) -> Secret {
+    serde_json::from_value(json!({
+        "metadata": {"name": name, "annotations": string_map(annotations)},
+        "type": secret_type,
+        "stringData": string_map(keys),
+    }))
+    .unwrap()
+}
+
+/// The data fields of a Secret each field manager owns through server-side apply.
+fn applied_secret_fields(s: &Secret, manager: &str) -> Vec<String> {
+    s.metadata
+        .managed_fields
+        .iter()
+        .flatten()
+        .filter(|e| {
+            e.manager.as_deref() == Some(manager) && e.operation.as_deref() == Some("Apply")
+        })
+        .filter_map(|e| e.fields_v1.as_ref()?.0.get("f:data")?.as_object().cloned())
+        .flat_map(|d| d.keys().cloned().collect::<Vec<_>>())
+        .filter(|k| k != ".")
+        .collect()
+}
+
+fn holds_bundle(s: &Secret, bundle: &str) -> bool {
+    data(s, names::CA_CRT).as_deref() == Some(bundle.as_bytes())
+}
+
+/// A Secret annotated `service-ca.dev/inject-cabundle` gets `ca.crt` (only that key owned, the
+/// others kept, restored when tampered with); one without the annotation is left alone; a
+/// ServiceAccount token Secret and a serving Secret are refused with a Warning Event.
+#[tokio::test]
+async fn secrets_that_ask_get_ca_crt_and_refusals_are_reported() {
+    let ctx = TestContext::new("inj-secret").await.unwrap();
+    let secrets: Api<Secret> = ctx.api();
+    let pp = PostParams::default();
+    let ask = [(names::INJECT_SECRET, "true")];
+    secrets
+        .create(&pp, &secret("trust", "Opaque", &ask, &[("app", "x")]))
+        .await
+        .unwrap();
+    secrets
+        .create(&pp, &secret("plain", "Opaque", &[], &[("app", "x")]))
+        .await
+        .unwrap();
+    let token_annotations = [
+        (names::INJECT_SECRET, "TRUE"),
+        ("kubernetes.io/service-account.name", "default"),
+    ];
+    secrets
+        .create(
+            &pp,
+            &secret(
+                "token",
+                names::SERVICE_ACCOUNT_TOKEN_TYPE,
+                &token_annotations,
+                &[],
+            ),
+        )
+        .await
+        .unwrap();
+    let running = fenced_controller(&ctx, |_| {}).await;
+    let bundle = current_bundle(&running);
+
+    let trust = wait_secret(&secrets, "trust", "ca.crt injected", |s| {
+        holds_bundle(s, &bundle)
+    })
+    .await;
+    assert_eq!(data(&trust, "app").as_deref(), Some(&b"x"[..]));
+    assert_eq!(
+        applied_secret_fields(&trust, names::FIELD_MANAGER),
+        ["f:ca.crt"],
+        "service-ca owns exactly data.ca.crt"
+    );
+    wait_for_event(
+        &ctx,
+        &ctx.namespace,
+        "token",
+        "CABundleInjectionRefused",
+        "service-account-token",
+    )
+    .await;
+
+    // A serving Secret of service-ca asking too: refused (its Service asks with include-ca).
+    let services: Api<Service> = ctx.api();
+    request_certificate(&services, "web", "web-tls").await;
+    wait_secret(&secrets, "web-tls", "serving Secret", |s| {
+        data(s, names::TLS_CRT).is_some()
+    })
+    .await;
+    secrets
+        .patch(
+            "web-tls",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"metadata": {"annotations": {names::INJECT_SECRET: "true"}}})),
+        )
+        .await
+        .unwrap();
+    wait_for_event(
+        &ctx,
+        &ctx.namespace,
+        "web-tls",
+        "CABundleInjectionRefused",
+        "include-ca",
+    )
+    .await;
+
+    // Tampered ca.crt restored, keys added by others kept.
+    secrets
+        .patch(
+            "trust",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"stringData": {names::CA_CRT: "tampered", "more": "y"}})),
+        )
+        .await
+        .unwrap();
+    let trust = wait_secret(&secrets, "trust", "ca.crt restored", |s| {
+        holds_bundle(s, &bundle) && data(s, "more").is_some()
+    })
+    .await;
+    assert_eq!(data(&trust, "app").as_deref(), Some(&b"x"[..]));
+
+    // Absence: no annotation, no ca.crt; the refused ones never got ours.
+    holds_for(
+        Duration::from_secs(2),
+        "unannotated Secret untouched",
+        || async {
+            secrets
+                .get("plain")
+                .await
+                .is_ok_and(|s| data(&s, names::CA_CRT).is_none())
+        },
+    )
+    .await;
+    for name in ["web-tls", "token"] {
+        if let Some(s) = secrets.get_opt(name).await.unwrap() {
+            assert!(!holds_bundle(&s, &bundle), "{name} must not get the bundle");
+        }
+    }
+    running.stop().await;
+    let _ = WAIT;
 }

@@ -56,21 +56,6 @@ fn read_tlv(input: &[u8]) -> Result<(u8, &[u8], &[u8]), PkiError> {
     Ok((tag, &rest[..len], &rest[len..]))
 }
 
-/// Extract the inner private key (PKCS#1 RSAPrivateKey / SEC1) from a PKCS#8 PrivateKeyInfo.
-pub(crate) fn pkcs8_inner_key(pkcs8: &[u8]) -> Result<Vec<u8>, PkiError> {
-    let (tag, seq, _) = read_tlv(pkcs8)?;
-    if tag != 0x30 {
-        return Err(PkiError::InvalidKey("PKCS#8: expected SEQUENCE".into()));
-    }
-    let (_, _version, rest) = read_tlv(seq)?;
-    let (_, _alg, rest) = read_tlv(rest)?;
-    let (tag, key, _) = read_tlv(rest)?;
-    if tag != 0x04 {
-        return Err(PkiError::InvalidKey("PKCS#8: expected OCTET STRING".into()));
-    }
-    Ok(key.to_vec())
-}
-
 /// Modulus bytes (unsigned, no leading zero) of a DER RSAPublicKey.
 pub(crate) fn rsa_modulus(rsa_public_key: &[u8]) -> Result<Vec<u8>, PkiError> {
     let (tag, seq, _) = read_tlv(rsa_public_key)?;

@@ -158,7 +158,8 @@ mod tests {
             let c = e.category();
             assert_eq!(c, *want);
             assert!(
-                c.chars().all(|ch| ch.is_ascii_lowercase() || ch == '_'),
+                c.chars()
+                    .all(|ch| ch.is_ascii_lowercase() || ch.is_ascii_digit() || ch == '_'),
                 "{c}"
             );
             assert!(seen.insert(c), "duplicate category {c}");

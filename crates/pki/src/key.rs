@@ -15,7 +15,6 @@ use aws_lc_rs::signature::{
 };
 
 use crate::PkiError;
-use crate::der::pkcs8_inner_key;
 
 /// Key algorithm for CA and leaf keys (docs/behavior.md §5.1, §5.6).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
@@ -171,20 +170,29 @@ fn pem_encode(tag: &str, der: Vec<u8>) -> String {
     )
 }
 
-/// Generate a fresh key with aws-lc-rs (RSA e=65537 or ECDSA).
+/// Generate a fresh key: RSA (e = 65537) with the `rsa` crate, ECDSA with aws-lc-rs.
+///
+/// RSA generation uses the pure-Rust `rsa` crate because it is the fastest generator without a
+/// second C crypto library (docs/decisions.md "Key generation backend": 46 ms against aws-lc-rs's
+/// 61 ms CPU mean for RSA-2048). Signing stays on aws-lc-rs: the key is handed to rcgen as PKCS#1,
+/// which aws-lc-rs parses and validates like any key read from a Secret.
 pub fn generate_key(alg: KeyAlgorithm) -> Result<PrivateKey, PkiError> {
     let gen_err = |e: aws_lc_rs::error::Unspecified| PkiError::KeyGeneration(e.to_string());
     let pem_text = match alg {
         KeyAlgorithm::Rsa2048 | KeyAlgorithm::Rsa3072 | KeyAlgorithm::Rsa4096 => {
-            let size = match alg {
-                KeyAlgorithm::Rsa3072 => aws_lc_rs::rsa::KeySize::Rsa3072,
-                KeyAlgorithm::Rsa4096 => aws_lc_rs::rsa::KeySize::Rsa4096,
-                _ => aws_lc_rs::rsa::KeySize::Rsa2048,
+            use rsa::pkcs1::EncodeRsaPrivateKey;
+            let bits = match alg {
+                KeyAlgorithm::Rsa3072 => 3072,
+                KeyAlgorithm::Rsa4096 => 4096,
+                _ => 2048,
             };
-            let kp = aws_lc_rs::rsa::KeyPair::generate(size).map_err(gen_err)?;
-            let pkcs8: aws_lc_rs::encoding::Pkcs8V1Der<'static> = kp.as_der().map_err(gen_err)?;
-            let pkcs1 = pkcs8_inner_key(pkcs8.as_ref())?;
-            pem_encode("RSA PRIVATE KEY", pkcs1)
+            // The kernel's CSPRNG directly (getrandom), no user-space generator to seed or fork.
+            let key = rsa::PrivateKey::new(&mut rand::rngs::SysRng, bits)
+                .map_err(|e| PkiError::KeyGeneration(e.to_string()))?;
+            let pkcs1 = key
+                .to_pkcs1_der()
+                .map_err(|e| PkiError::KeyGeneration(e.to_string()))?;
+            pem_encode("RSA PRIVATE KEY", pkcs1.as_bytes().to_vec())
         }
         KeyAlgorithm::EcdsaP256 | KeyAlgorithm::EcdsaP384 => {
             let sig_alg = if alg == KeyAlgorithm::EcdsaP256 {

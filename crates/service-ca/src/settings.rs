@@ -52,6 +52,17 @@ impl SettingValue for u16 {
     }
 }
 
+impl SettingValue for usize {
+    fn parse(text: &str) -> Result<Self, String> {
+        text.trim()
+            .parse()
+            .map_err(|_| format!("{text:?} is not a non-negative number"))
+    }
+    fn show(&self) -> String {
+        self.to_string()
+    }
+}
+
 impl SettingValue for bool {
     fn parse(text: &str) -> Result<Self, String> {
         match text.trim() {
@@ -316,6 +327,10 @@ settings! {
     chain_order: ChainOrder => chain_order;
     /// Concurrent reconciles per controller.
     concurrency: u16 => concurrency;
+    /// RSA/ECDSA keys generated ahead of demand: a burst of this many new Services waits for no key.
+    key_pool_size: usize => key_pool_size;
+    /// Threads refilling the key pool (at low priority).
+    key_pool_threads: usize => key_pool_threads;
     /// Never issue serving certificates to Services in these namespaces (comma-separated).
     deny_namespaces: Vec<String> => denied_namespaces;
     /// Only manage Services and ConfigMaps in this namespace (none: the whole cluster).

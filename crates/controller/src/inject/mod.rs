@@ -25,6 +25,8 @@ use serde::de::DeserializeOwned;
 use tokio_util::sync::CancellationToken;
 use tracing::{Instrument, debug, info, warn};
 
+use k8s_openapi::api::core::v1::Secret;
+
 use crate::ca::CaReceiver;
 use crate::config::{Config, ConfigError};
 use crate::events::{EventSink, WarningLimiter};
@@ -50,6 +52,9 @@ pub(crate) enum Outcome {
     /// The object holds an outdated bundle and cannot be updated in place (an immutable
     /// ConfigMap): reported as a Warning Event and counted, since its consumers keep the old CA.
     Blocked(String),
+    /// The object asks for the bundle but must not get it (a ServiceAccount token Secret, a
+    /// serving Secret): a Warning Event, nothing written.
+    Refused(String),
     /// A patch that injects the bundle.
     Patch {
         /// A JSON merge patch (with a resourceVersion precondition), or a JSON patch that
@@ -227,6 +232,92 @@ impl Flavor {
     }
 }
 
+/// Secrets are selected by `service-ca.dev/inject-cabundle: "true"` (any case) alone: the
+/// OpenShift keys never meant Secrets (docs/behavior.md §10.8).
+pub(crate) fn secret_selected(meta: &kube::api::ObjectMeta) -> bool {
+    meta.annotations
+        .as_ref()
+        .and_then(|a| a.get(names::INJECT_SECRET))
+        .is_some_and(|v| v.eq_ignore_ascii_case("true"))
+}
+
+impl Flavor {
+    /// The Secret injector.
+    pub(crate) fn secret() -> Self {
+        Self {
+            name: "secret",
+            selects: secret_selected,
+            suffix: None,
+        }
+    }
+}
+
+/// One event of the serving controller's metadata-only Secret watch.
+pub(crate) type SecretEvent = watcher::Event<PartialObjectMeta<Secret>>;
+
+/// The Secret injector's side of the serving controller's Secret watch: there is one
+/// metadata-only Secret watch per process, and its events are also handed here, stripped to what
+/// the injector's cache keeps (a Secret that does not ask for the bundle becomes a deletion), so
+/// Secret injection costs no second watch and caches no Secret data.
+#[derive(Clone)]
+pub(crate) struct SecretTee {
+    tx: tokio::sync::mpsc::UnboundedSender<SecretEvent>,
+}
+
+/// The receiving end of [`SecretTee`], consumed by the Secret injector's cache.
+pub(crate) struct SecretFeed {
+    rx: tokio::sync::mpsc::UnboundedReceiver<SecretEvent>,
+}
+
+/// A connected [`SecretTee`] and [`SecretFeed`].
+pub(crate) fn secret_tee() -> (SecretTee, SecretFeed) {
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+    (SecretTee { tx }, SecretFeed { rx })
+}
+
+impl SecretTee {
+    /// Hands one watch event over (a closed feed, at shutdown, is ignored).
+    pub(crate) fn observe(&self, event: &SecretEvent) {
+        let strip = |secret: &PartialObjectMeta<Secret>| {
+            let mut secret = secret.clone();
+            secret.metadata.managed_fields = None;
+            plumbing::keep_annotations(&mut secret.metadata, CACHED_ANNOTATIONS);
+            secret
+        };
+        let forwarded = match event {
+            watcher::Event::Init => Some(watcher::Event::Init),
+            watcher::Event::InitDone => Some(watcher::Event::InitDone),
+            watcher::Event::InitApply(s) => {
+                secret_selected(&s.metadata).then(|| watcher::Event::InitApply(strip(s)))
+            }
+            watcher::Event::Apply(s) if secret_selected(&s.metadata) => {
+                Some(watcher::Event::Apply(strip(s)))
+            }
+            // Not (or no longer) asking: a deletion keeps it out of the cache.
+            watcher::Event::Apply(s) | watcher::Event::Delete(s) => {
+                Some(watcher::Event::Delete(strip(s)))
+            }
+        };
+        if let Some(event) = forwarded {
+            let _ = self.tx.send(event);
+        }
+    }
+}
+
+/// The annotations the injectors' caches keep.
+const CACHED_ANNOTATIONS: &[&str] = &[
+    names::INJECT_BETA,
+    names::INJECT_ALPHA,
+    names::INJECT_LEGACY,
+    names::INJECT_MODE,
+    names::INJECT_SECRET,
+    names::ORIGINATING_UID_BETA,
+    names::ORIGINATING_UID_ALPHA,
+    names::ORIGINATING_NAME_BETA,
+    names::ORIGINATING_NAME_ALPHA,
+    names::OWNING_COMPONENT,
+];
+
 /// The legacy injector serves ConfigMaps named `openshift-service-ca.crt` whose legacy annotation
 /// is `true` (any case), and stands down as soon as either `inject-cabundle` key is present,
 /// whatever its value, so the two injectors never fight (docs/behavior.md §10.7).
@@ -349,23 +440,23 @@ fn keep_selected<K: Target>(
     }
 }
 
-/// Starts the watch of one injector's targets under `root` (the process): metadata-only,
-/// caching only selected objects, stripped to the injection annotations.
-fn watch<K: Target>(
-    client: Client,
-    namespace: Option<&str>,
+/// Starts the cache of one injector's targets under `root` (the process), fed by `events` (a
+/// metadata-only watch): only selected objects are kept, stripped to the injection annotations.
+fn watch<K: Target, S>(
+    events: S,
     flavor: &Flavor,
     caches: &CacheSync,
     root: &Supervisor,
 ) -> WarmCache<PartialObjectMeta<K>>
 where
     PartialObjectMeta<K>: Resource<DynamicType = ()>,
+    S: futures::Stream<Item = Result<watcher::Event<PartialObjectMeta<K>>, watcher::Error>>
+        + Send
+        + 'static,
 {
-    let api = K::watch_api(client, namespace);
     let selects = flavor.selects;
     let (cache, feed) = WarmCache::new(flavor.name, caches, move |writer| {
-        watcher(api, plumbing::watch_config())
-            .default_backoff()
+        events
             .filter_map(move |event| {
                 futures::future::ready(match event {
                     Ok(e) => keep_selected::<K>(selects, e).map(Ok),
@@ -375,16 +466,7 @@ where
             .modify(|obj| {
                 K::trim_cached(&mut obj.metadata);
                 let managed_fields = obj.metadata.managed_fields.take();
-                plumbing::keep_annotations(
-                    &mut obj.metadata,
-                    &[
-                        names::INJECT_BETA,
-                        names::INJECT_ALPHA,
-                        names::INJECT_LEGACY,
-                        names::INJECT_MODE,
-                        names::OWNING_COMPONENT,
-                    ],
-                );
+                plumbing::keep_annotations(&mut obj.metadata, CACHED_ANNOTATIONS);
                 obj.metadata.managed_fields = managed_fields;
             })
             .reflect(writer)
@@ -533,6 +615,10 @@ where
             report_blocked(kind, live.object_ref(&()), &object, &reason, &bundle).await;
             Ok(Action::await_change())
         }
+        Outcome::Refused(reason) => {
+            report_refused(kind, live.object_ref(&()), &object, &reason).await;
+            Ok(Action::await_change())
+        }
         Outcome::Patch {
             body,
             removed_data_keys,
@@ -625,6 +711,29 @@ async fn report_blocked(
     }
 }
 
+/// An object that asks for the bundle but must not get it: a Warning (once per object and
+/// reason per hour).
+async fn report_refused(
+    kind: &KindContext,
+    reference: k8s_openapi::api::core::v1::ObjectReference,
+    object: &str,
+    reason: &str,
+) {
+    let ctx = kind.shared.as_ref();
+    warn!(kind = kind.flavor.name, %object, %reason, "CA bundle injection refused");
+    if ctx.blocked.admit(object, &format!("refused: {reason}")) {
+        ctx.events
+            .publish(
+                &reference,
+                EventType::Warning,
+                "CABundleInjectionRefused",
+                "Inject",
+                format!("service-ca does not inject its CA bundle into {object}: {reason}"),
+            )
+            .await;
+    }
+}
+
 /// ConfigMap injection removed other data keys (the original's contract): say which.
 async fn report_replaced_data(
     kind: &KindContext,
@@ -665,6 +774,7 @@ impl InjectWatches {
         client: &Client,
         cfg: &Config,
         legacy: Option<Flavor>,
+        secrets: SecretFeed,
         caches: &CacheSync,
         root: &Supervisor,
     ) -> Self {
@@ -686,6 +796,10 @@ impl InjectWatches {
         if let Some(legacy) = legacy {
             add.flavor::<ConfigMap>(legacy);
         }
+        let secret_events = futures::stream::unfold(secrets.rx, |mut rx| async move {
+            rx.recv().await.map(|event| (Ok(event), rx))
+        });
+        add.flavor_from::<Secret, _>(Flavor::secret(), secret_events);
         if cfg.cluster_scoped_injection {
             add.flavor::<APIService>(Flavor::standard::<APIService>());
             add.flavor::<CustomResourceDefinition>(Flavor::standard::<CustomResourceDefinition>());
@@ -717,18 +831,26 @@ struct WatchAdder<'a> {
 }
 
 impl WatchAdder<'_> {
+    /// An injector over its own metadata-only watch.
     fn flavor<K: Target>(&mut self, flavor: Flavor)
     where
         PartialObjectMeta<K>: Resource<DynamicType = ()>,
     {
-        let namespace = self.cfg.watch_namespace.as_deref();
-        let targets = Arc::new(watch::<K>(
-            self.client.clone(),
-            namespace,
-            &flavor,
-            self.caches,
-            self.root,
-        ));
+        let api = K::watch_api(self.client.clone(), self.cfg.watch_namespace.as_deref());
+        let events = watcher(api, plumbing::watch_config()).default_backoff();
+        self.flavor_from::<K, _>(flavor, events);
+    }
+
+    /// An injector over `events`, a metadata-only watch (its own, or one shared with another
+    /// controller).
+    fn flavor_from<K: Target, S>(&mut self, flavor: Flavor, events: S)
+    where
+        PartialObjectMeta<K>: Resource<DynamicType = ()>,
+        S: futures::Stream<Item = Result<watcher::Event<PartialObjectMeta<K>>, watcher::Error>>
+            + Send
+            + 'static,
+    {
+        let targets = Arc::new(watch::<K, S>(events, &flavor, self.caches, self.root));
         let concurrency = self.cfg.concurrency;
         self.watches.starters.push(Box::new(move |supervisor, ctx| {
             let (targets, ctx, flavor) = (targets.clone(), ctx.clone(), flavor.clone());

@@ -5,7 +5,7 @@ use k8s_openapi::ByteString;
 use k8s_openapi::api::admissionregistration::v1::{
     MutatingWebhookConfiguration, ValidatingWebhookConfiguration,
 };
-use k8s_openapi::api::core::v1::ConfigMap;
+use k8s_openapi::api::core::v1::{ConfigMap, Secret};
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{FieldsV1, ManagedFieldsEntry};
 use k8s_openapi::kube_aggregator::pkg::apis::apiregistration::v1::APIService;
@@ -192,6 +192,103 @@ fn configmap_patch(
     Outcome::Patch {
         body: super::PatchBody::Merge(json!({"metadata": metadata, "data": patch_data})),
         removed_data_keys: removed,
+    }
+}
+
+/// Secrets that ask for the bundle (`service-ca.dev/inject-cabundle`): `ca.crt` by server-side
+/// apply owning only that key, for consumers that read CAs only from Secrets (docs/behavior.md
+/// §10.8). Their content is read by GET when reconciled, never cached.
+impl Target for Secret {
+    const KIND: &'static str = "secret";
+    const ACCEPTS_ALPHA: bool = false;
+
+    fn api(client: Client, namespace: Option<&str>) -> Api<Self> {
+        namespaced_or_all(client, namespace)
+    }
+
+    fn watch_api(client: Client, namespace: Option<&str>) -> Api<PartialObjectMeta<Self>> {
+        namespaced_or_all(client, namespace)
+    }
+
+    fn injection(&self, bundle: &str) -> Outcome {
+        if let Some(reason) = secret_refusal(&self.metadata, self.type_.as_deref()) {
+            return Outcome::Refused(reason);
+        }
+        if holds(
+            self.data.as_ref().and_then(|d| d.get(names::CA_CRT)),
+            bundle,
+        ) {
+            return Outcome::UpToDate;
+        }
+        if self.immutable == Some(true) {
+            return Outcome::Blocked(
+                "the Secret is immutable; recreate it without `immutable: true` to receive the current bundle".into(),
+            );
+        }
+        secret_apply(&self.metadata, bundle)
+    }
+
+    fn injection_from_meta(
+        meta: &kube::api::ObjectMeta,
+        bundle: &str,
+        ours: bool,
+    ) -> Option<Outcome> {
+        // The type is not in the metadata: only a Secret this process wrote (so one whose type
+        // it checked) is written without reading it first.
+        (ours && secret_refusal(meta, None).is_none()).then(|| secret_apply(meta, bundle))
+    }
+}
+
+/// Why a Secret asking for the bundle is refused: a ServiceAccount token Secret (Kubernetes
+/// fills its `ca.crt` with the cluster's CA) or a serving Secret of service-ca (its `ca.crt` is
+/// the serving controller's, `service-ca.dev/include-ca` on the Service).
+pub(crate) fn secret_refusal(
+    meta: &kube::api::ObjectMeta,
+    secret_type: Option<&str>,
+) -> Option<String> {
+    if secret_type == Some(names::SERVICE_ACCOUNT_TOKEN_TYPE) {
+        return Some(format!(
+            "a {} Secret: Kubernetes fills its ca.crt with the cluster's CA",
+            names::SERVICE_ACCOUNT_TOKEN_TYPE
+        ));
+    }
+    let originating = names::first_non_empty(
+        meta.annotations.as_ref(),
+        &[
+            names::ORIGINATING_UID_BETA,
+            names::ORIGINATING_UID_ALPHA,
+            names::ORIGINATING_NAME_BETA,
+            names::ORIGINATING_NAME_ALPHA,
+        ],
+    );
+    let managed = meta
+        .labels
+        .as_ref()
+        .and_then(|l| l.get(names::MANAGED_BY_LABEL))
+        .is_some_and(|v| v == names::MANAGED_BY_VALUE);
+    (originating.is_some() || managed).then(|| {
+        format!(
+            "a serving Secret of service-ca: annotate its Service with {}=true instead",
+            names::INCLUDE_CA
+        )
+    })
+}
+
+/// A server-side apply that owns data.ca.crt and nothing else, conditional on the resourceVersion
+/// in `meta`.
+fn secret_apply(meta: &kube::api::ObjectMeta, bundle: &str) -> Outcome {
+    Outcome::Patch {
+        body: super::PatchBody::Apply(json!({
+            "apiVersion": "v1",
+            "kind": "Secret",
+            "metadata": {
+                "name": meta.name,
+                "namespace": meta.namespace,
+                "resourceVersion": meta.resource_version,
+            },
+            "data": {names::CA_CRT: b64(bundle)},
+        })),
+        removed_data_keys: vec![],
     }
 }
 
@@ -532,6 +629,89 @@ mod tests {
         assert!(ConfigMap::injection_from_meta(&injected, BUNDLE, false).is_none());
         assert!(ConfigMap::injection_from_meta(&injected, BUNDLE, true).is_some());
         assert!(ConfigMap::injection_from_meta(&with_mode(json!([])), BUNDLE, false).is_none());
+    }
+
+    #[test]
+    fn secrets_get_ca_crt_unless_refused() {
+        let secret = |meta: Value, secret_type: &str, data: Value, immutable: bool| -> Secret {
+            serde_json::from_value(json!({"metadata": meta, "type": secret_type,
+                "data": data, "immutable": immutable}))
+            .unwrap()
+        };
+        let plain = json!({"name": "s", "namespace": "ns", "resourceVersion": "4"});
+        let expected = json!({"apiVersion": "v1", "kind": "Secret",
+            "metadata": {"name": "s", "namespace": "ns", "resourceVersion": "4"},
+            "data": {names::CA_CRT: b64(BUNDLE)}});
+        let serving_annotation = json!({"name": "s", "annotations":
+            {names::ORIGINATING_UID_BETA: "u-1"}});
+        let serving_label = json!({"name": "s", "labels":
+            {names::MANAGED_BY_LABEL: names::MANAGED_BY_VALUE}});
+        // (metadata, type, data, immutable) -> outcome
+        for (meta, secret_type, data, immutable, want) in [
+            (&plain, "Opaque", json!({"a": "YQ=="}), false, "apply"),
+            (&plain, "Opaque", json!({}), false, "apply"),
+            (
+                &plain,
+                "kubernetes.io/tls",
+                json!({names::CA_CRT: b64("old")}),
+                false,
+                "apply",
+            ),
+            (
+                &plain,
+                "Opaque",
+                json!({"a": "YQ==", names::CA_CRT: b64(BUNDLE)}),
+                false,
+                "up-to-date",
+            ),
+            (&plain, "Opaque", json!({"a": "YQ=="}), true, "blocked"),
+            (
+                &plain,
+                names::SERVICE_ACCOUNT_TOKEN_TYPE,
+                json!({}),
+                false,
+                "refused",
+            ),
+            (
+                &serving_annotation,
+                "kubernetes.io/tls",
+                json!({}),
+                false,
+                "refused",
+            ),
+            (
+                &serving_label,
+                "kubernetes.io/tls",
+                json!({}),
+                false,
+                "refused",
+            ),
+        ] {
+            let outcome =
+                secret(meta.clone(), secret_type, data.clone(), immutable).injection(BUNDLE);
+            match (want, outcome) {
+                (
+                    "apply",
+                    Outcome::Patch {
+                        body: super::super::PatchBody::Apply(body),
+                        removed_data_keys,
+                    },
+                ) => {
+                    assert_eq!(body, expected, "{meta} {secret_type} {data}");
+                    assert!(removed_data_keys.is_empty());
+                }
+                ("up-to-date", Outcome::UpToDate)
+                | ("blocked", Outcome::Blocked(_))
+                | ("refused", Outcome::Refused(_)) => {}
+                (want, got) => panic!("{meta} {secret_type} {data}: want {want}, got {got:?}"),
+            }
+        }
+        // From the metadata alone only a Secret this process wrote, and never a serving Secret.
+        let meta: kube::api::ObjectMeta = serde_json::from_value(plain.clone()).unwrap();
+        assert!(Secret::injection_from_meta(&meta, BUNDLE, false).is_none());
+        assert!(Secret::injection_from_meta(&meta, BUNDLE, true).is_some());
+        let serving: kube::api::ObjectMeta = serde_json::from_value(serving_annotation).unwrap();
+        assert!(Secret::injection_from_meta(&serving, BUNDLE, true).is_none());
     }
 
     #[test]
