@@ -1294,3 +1294,92 @@ async fn namespaced_overlay_needs_no_cluster_roles() {
     running.stop().await;
     tokio::time::sleep(Duration::from_millis(10)).await;
 }
+
+/// Injection beyond the original (docs/behavior.md §10.8), as the ServiceAccount: exactly the
+/// writes the controller makes are admitted (`ca.crt` in a Secret that asks for it;
+/// `service-ca.crt` beside unchanged keys in a merge-mode ConfigMap) and their neighbours denied.
+#[tokio::test]
+async fn beyond_injection_writes_are_fenced() {
+    let ctx = TestContext::new("adm-beyond").await.unwrap();
+    let sa = common::service_account_client(&ctx).await;
+    let policy = common::admission_policy(&ctx, &sa, &[]).await;
+    let (admin_secrets, admin_cms): (Api<Secret>, Api<ConfigMap>) = (ctx.api(), ctx.api());
+    let secrets: Api<Secret> = Api::namespaced(sa.clone(), &ctx.namespace);
+    let cms: Api<ConfigMap> = Api::namespaced(sa.clone(), &ctx.namespace);
+    let secret = |name: &str, secret_type: &str, annotations: Value| -> Secret {
+        serde_json::from_value(json!({"metadata": {"name": name, "annotations": annotations},
+            "type": secret_type, "stringData": {"app": "x"}}))
+        .unwrap()
+    };
+    for s in [
+        secret("asks", "Opaque", json!({names::INJECT_SECRET: "true"})),
+        secret("silent", "Opaque", json!({})),
+        secret(
+            "token",
+            names::SERVICE_ACCOUNT_TOKEN_TYPE,
+            json!({names::INJECT_SECRET: "true", "kubernetes.io/service-account.name": "default"}),
+        ),
+    ] {
+        admin_secrets.create(&pp(), &s).await.unwrap();
+    }
+    let patch = |body: Value| Patch::Merge(body);
+    let ca = json!({"stringData": {names::CA_CRT: "CA"}});
+    let rule = "inject-cabundle=true only data ca.crt";
+    admitted(
+        "ca.crt in a Secret that asks",
+        secrets.patch("asks", &merge(), &patch(ca.clone())).await,
+    );
+    let other_key = secrets
+        .patch("asks", &merge(), &patch(json!({"stringData": {"app": "y"}})))
+        .await;
+    denied("another key of a Secret that asks", other_key, &policy, rule);
+    let silent = secrets.patch("silent", &merge(), &patch(ca.clone())).await;
+    denied("ca.crt in a Secret that does not ask", silent, &policy, rule);
+    let token = secrets.patch("token", &merge(), &patch(ca.clone())).await;
+    denied("ca.crt in a ServiceAccount token Secret", token, &policy, rule);
+
+    let configmap = |name: &str, annotations: Value| -> ConfigMap {
+        serde_json::from_value(json!({"metadata": {"name": name, "annotations": annotations},
+            "data": {"app.conf": "x"}}))
+        .unwrap()
+    };
+    admin_cms
+        .create(
+            &pp(),
+            &configmap(
+                "merged",
+                json!({names::INJECT_BETA: "true", names::INJECT_MODE: "merge"}),
+            ),
+        )
+        .await
+        .unwrap();
+    admin_cms
+        .create(&pp(), &configmap("replaced", json!({names::INJECT_BETA: "true"})))
+        .await
+        .unwrap();
+    let bundle = json!({"data": {names::SERVICE_CA_CRT: "CA"}});
+    let rule = "inject-mode merge";
+    admitted(
+        "service-ca.crt beside unchanged keys (merge mode)",
+        cms.patch("merged", &merge(), &patch(bundle.clone())).await,
+    );
+    let changed = cms
+        .patch("merged", &merge(), &patch(json!({"data": {"app.conf": "y"}})))
+        .await;
+    denied("another key changed in merge mode", changed, &policy, rule);
+    let removed = cms
+        .patch("merged", &merge(), &patch(json!({"data": {"app.conf": null}})))
+        .await;
+    denied("another key removed in merge mode", removed, &policy, rule);
+    let kept = cms.patch("replaced", &merge(), &patch(bundle)).await;
+    denied("another key kept without merge mode", kept, &policy, rule);
+    admitted(
+        "data replaced without merge mode",
+        cms.patch(
+            "replaced",
+            &merge(),
+            &patch(json!({"data": {"app.conf": null, names::SERVICE_CA_CRT: "CA"}})),
+        )
+        .await,
+    );
+}
