@@ -1295,6 +1295,247 @@ async fn namespaced_overlay_needs_no_cluster_roles() {
     tokio::time::sleep(Duration::from_millis(10)).await;
 }
 
+/// An opted-in (or not) workload of `kind` whose pods mount the ConfigMap `trust`.
+fn workload<K: serde::de::DeserializeOwned>(kind: &str, name: &str, opted_in: bool) -> K {
+    let annotations = if opted_in {
+        json!({names::RESTART_ON_CHANGE: "true"})
+    } else {
+        json!({})
+    };
+    let mut spec = json!({
+        "selector": {"matchLabels": {"app": name}},
+        "template": {
+            "metadata": {"labels": {"app": name}, "annotations": {"team": "a"}},
+            "spec": {
+                "containers": [{"name": "app", "image": "registry.invalid/app:1"}],
+                "volumes": [{"name": "trust", "configMap": {"name": "trust"}}],
+            },
+        },
+    });
+    if kind == "StatefulSet" {
+        spec["serviceName"] = json!(name);
+    }
+    serde_json::from_value(json!({
+        "metadata": {"name": name, "annotations": annotations},
+        "spec": spec,
+    }))
+    .expect("static workload manifest")
+}
+
+/// The write the restart controller makes (`restart/mod.rs`): server-side apply of the pod
+/// template's material hash alone.
+fn material_hash_apply(kind: &str, name: &str, hash: &str) -> Patch<Value> {
+    Patch::Apply(json!({
+        "apiVersion": "apps/v1",
+        "kind": kind,
+        "metadata": {"name": name},
+        "spec": {"template": {"metadata": {"annotations": {names::MATERIAL_HASH: hash}}}},
+    }))
+}
+
+/// Rolling restarts (docs/behavior.md §17) under the shipped RBAC and policy: the controller's own
+/// write (run for real) and the same write by hand are admitted on opted-in Deployments,
+/// StatefulSets and DaemonSets; every other change to a workload, the hash on a workload that did
+/// not opt in, creating and deleting workloads and their subresources are refused.
+#[tokio::test]
+async fn rolling_restart_writes_are_fenced() {
+    use k8s_openapi::api::apps::v1::{DaemonSet, Deployment, StatefulSet};
+    const RULE: &str = "may change only the pod template annotation service-ca.dev/material-hash";
+    let ctx = TestContext::new("adm-restart").await.unwrap();
+    let ns = ctx.namespace.clone();
+    let sa = common::service_account_client(&ctx).await;
+    let policy = common::admission_policy(&ctx, &sa, &[]).await;
+    let cms: Api<ConfigMap> = ctx.api();
+    cms.create(
+        &pp(),
+        &configmap(
+            "trust",
+            json!({names::INJECT_BETA: "true"}),
+            json!({}),
+            json!({}),
+        ),
+    )
+    .await
+    .unwrap();
+    let admin: Api<Deployment> = ctx.api();
+    let as_sa: Api<Deployment> = Api::namespaced(sa.clone(), &ns);
+    admin
+        .create(&pp(), &workload("Deployment", "opted", true))
+        .await
+        .unwrap();
+    admin
+        .create(&pp(), &workload("Deployment", "plain", false))
+        .await
+        .unwrap();
+    let sts: Api<StatefulSet> = ctx.api();
+    sts.create(&pp(), &workload("StatefulSet", "db", true))
+        .await
+        .unwrap();
+    let ds: Api<DaemonSet> = ctx.api();
+    ds.create(&pp(), &workload("DaemonSet", "agent", true))
+        .await
+        .unwrap();
+
+    // The controller itself, as the ServiceAccount: it writes the hash into every opted-in kind.
+    let running =
+        service_ca_controller::start(sa.clone(), common::test_config(&ctx)).expect("valid config");
+    tokio::time::timeout(WAIT, running.wait_ready())
+        .await
+        .expect("ready");
+    let hash_of = |template: Option<&k8s_openapi::api::core::v1::PodTemplateSpec>| {
+        template
+            .and_then(|t| t.metadata.as_ref())
+            .and_then(|m| annotation(m, names::MATERIAL_HASH))
+            .map(String::from)
+    };
+    eventually(WAIT, "hash written on every opted-in kind", || async {
+        let d = admin.get("opted").await.ok()?;
+        let s = sts.get("db").await.ok()?;
+        let a = ds.get("agent").await.ok()?;
+        (hash_of(d.spec.as_ref().map(|s| &s.template)).is_some()
+            && hash_of(s.spec.as_ref().map(|s| &s.template)).is_some()
+            && hash_of(a.spec.as_ref().map(|s| &s.template)).is_some())
+        .then_some(())
+    })
+    .await;
+    let metrics = running.metrics.encode();
+    assert!(
+        !metrics.contains("category=\"forbidden\""),
+        "a restart write was refused under policy {policy}:\n{metrics}"
+    );
+    running.stop().await;
+    let plain = admin.get("plain").await.unwrap();
+    assert!(
+        !plain
+            .managed_fields()
+            .iter()
+            .any(|m| m.manager.as_deref() == Some(names::FIELD_MANAGER)),
+        "the Deployment without the opt-in was written"
+    );
+
+    // The same write by hand: admitted on opted-in workloads of each kind.
+    let apply = PatchParams::apply(names::FIELD_MANAGER).force();
+    admitted(
+        "material hash on an opted-in Deployment",
+        as_sa
+            .patch(
+                "opted",
+                &apply,
+                &material_hash_apply("Deployment", "opted", "h2"),
+            )
+            .await,
+    );
+    admitted(
+        "material hash on an opted-in StatefulSet",
+        Api::<StatefulSet>::namespaced(sa.clone(), &ns)
+            .patch(
+                "db",
+                &apply,
+                &material_hash_apply("StatefulSet", "db", "h2"),
+            )
+            .await,
+    );
+    admitted(
+        "material hash on an opted-in DaemonSet",
+        Api::<DaemonSet>::namespaced(sa.clone(), &ns)
+            .patch(
+                "agent",
+                &apply,
+                &material_hash_apply("DaemonSet", "agent", "h2"),
+            )
+            .await,
+    );
+
+    // Denied: the hash on a workload that did not opt in, and anything else on one that did.
+    denied(
+        "material hash on a Deployment without the opt-in",
+        as_sa
+            .patch(
+                "plain",
+                &apply,
+                &material_hash_apply("Deployment", "plain", "h"),
+            )
+            .await,
+        &policy,
+        RULE,
+    );
+    let merge_as_sa = |body: Value| {
+        let as_sa = as_sa.clone();
+        async move { as_sa.patch("opted", &merge(), &Patch::Merge(body)).await }
+    };
+    for (what, body) in [
+        (
+            "another pod template annotation",
+            json!({"spec": {"template": {"metadata": {"annotations": {"other": "x"}}}}}),
+        ),
+        (
+            "an existing pod template annotation",
+            json!({"spec": {"template": {"metadata": {"annotations": {"team": "b"}}}}}),
+        ),
+        (
+            "a pod template label",
+            json!({"spec": {"template": {"metadata": {"labels": {"extra": "x"}}}}}),
+        ),
+        (
+            "the image",
+            json!({"spec": {"template": {"spec": {"containers": [
+                {"name": "app", "image": "registry.invalid/evil:1"}]}}}}),
+        ),
+        (
+            "the mounted ConfigMap",
+            json!({"spec": {"template": {"spec": {"volumes": [
+                {"name": "trust", "configMap": {"name": "other"}}]}}}}),
+        ),
+        ("replicas", json!({"spec": {"replicas": 5}})),
+        (
+            "the revision history limit",
+            json!({"spec": {"revisionHistoryLimit": 1}}),
+        ),
+        (
+            "the paused flag with the hash",
+            json!({"spec": {"paused": true, "template": {"metadata": {"annotations": {
+                names::MATERIAL_HASH: "h3"}}}}}),
+        ),
+        (
+            "the opt-in annotation",
+            json!({"metadata": {"annotations": {names::RESTART_ON_CHANGE: null}}}),
+        ),
+        ("a label", json!({"metadata": {"labels": {"x": "y"}}})),
+    ] {
+        denied(what, merge_as_sa(body).await, &policy, RULE);
+    }
+    forbidden_by_rbac(
+        "creating a Deployment",
+        as_sa
+            .create(&pp(), &workload::<Deployment>("Deployment", "new", true))
+            .await,
+        "create",
+    );
+    forbidden_by_rbac(
+        "deleting a Deployment",
+        as_sa.delete("opted", &DeleteParams::default()).await,
+        "delete",
+    );
+    forbidden_by_rbac(
+        "scaling through the subresource",
+        as_sa
+            .patch_scale(
+                "opted",
+                &merge(),
+                &Patch::Merge(json!({"spec": {"replicas": 3}})),
+            )
+            .await,
+        "patch",
+    );
+    forbidden_by_rbac(
+        "updating a Deployment (PUT)",
+        as_sa
+            .replace("opted", &pp(), &admin.get("opted").await.unwrap())
+            .await,
+        "update",
+    );
+}
+
 /// Injection beyond the original (docs/behavior.md §10.8), as the ServiceAccount: exactly the
 /// writes the controller makes are admitted (`ca.crt` in a Secret that asks for it;
 /// `service-ca.crt` beside unchanged keys in a merge-mode ConfigMap) and their neighbours denied.

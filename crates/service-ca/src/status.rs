@@ -64,6 +64,8 @@ pub struct Report {
     pub serving: Vec<ServingRow>,
     /// Injection targets in scope.
     pub injection: Vec<InjectionRow>,
+    /// Workloads opted in to rolling restarts whose pods still run previous material.
+    pub restarts: Vec<RestartRow>,
     /// What could not be read, and other remarks that do not need attention.
     pub notes: Vec<String>,
     /// Everything that needs attention (empty when all is well).
@@ -207,6 +209,100 @@ pub struct InjectionRow {
     pub state: String,
     /// Details.
     pub message: Option<String>,
+}
+
+/// A workload opted in to rolling restarts (`service-ca.dev/restart-on-change`) whose pod
+/// template does not carry the hash of what it mounts now: its pods still run the previous
+/// certificate or CA (the restart is queued by the pace, or the controller is not running).
+#[derive(Debug, Serialize)]
+pub struct RestartRow {
+    /// `Deployment`, `StatefulSet`, `DaemonSet`.
+    pub kind: String,
+    /// Namespace.
+    pub namespace: String,
+    /// Name.
+    pub name: String,
+    /// Why it is listed.
+    pub message: String,
+}
+
+/// Opted-in workloads whose template hash is not the hash of what they mount now, computed
+/// as the controller does (`service_ca_controller::material`).
+async fn pending_restarts(
+    client: &kube::Client,
+    scope: &Scope,
+    notes: &mut Vec<String>,
+) -> Vec<RestartRow> {
+    use k8s_openapi::api::apps::v1::{DaemonSet, Deployment, StatefulSet};
+    use k8s_openapi::api::core::v1::PodTemplateSpec;
+    use service_ca_controller::material::{self, Desired};
+    // (kind, namespace, name, template) of every opted-in workload in scope.
+    let mut workloads: Vec<(&str, String, String, PodTemplateSpec)> = Vec::new();
+    let params = ListParams::default();
+    let found = async {
+        for d in scope.api::<Deployment>(client).list(&params).await?.items {
+            if material::opted_in(&d.metadata) {
+                workloads.push((
+                    "Deployment",
+                    d.namespace().unwrap_or_default(),
+                    d.name_any(),
+                    d.spec.map(|s| s.template).unwrap_or_default(),
+                ));
+            }
+        }
+        for s in scope.api::<StatefulSet>(client).list(&params).await?.items {
+            if material::opted_in(&s.metadata) {
+                workloads.push((
+                    "StatefulSet",
+                    s.namespace().unwrap_or_default(),
+                    s.name_any(),
+                    s.spec.map(|s| s.template).unwrap_or_default(),
+                ));
+            }
+        }
+        for d in scope.api::<DaemonSet>(client).list(&params).await?.items {
+            if material::opted_in(&d.metadata) {
+                workloads.push((
+                    "DaemonSet",
+                    d.namespace().unwrap_or_default(),
+                    d.name_any(),
+                    d.spec.map(|s| s.template).unwrap_or_default(),
+                ));
+            }
+        }
+        Ok::<(), kube::Error>(())
+    }
+    .await;
+    if let Err(e) = found {
+        notes.push(format!("workloads ({scope}): {}", short_reason(&e)));
+    }
+    let mut rows = Vec::new();
+    for (kind, namespace, name, template) in workloads {
+        let recorded = template
+            .metadata
+            .as_ref()
+            .and_then(|m| m.annotations.as_ref())
+            .and_then(|a| a.get(names::MATERIAL_HASH));
+        let message = match material::desired(client, &namespace, template.spec.as_ref()).await {
+            Ok(Desired::Hash(h)) if recorded == Some(&h) => continue,
+            Ok(Desired::Hash(_)) if recorded.is_none() => {
+                "not restarted since it opted in".to_string()
+            }
+            Ok(Desired::Hash(_)) => {
+                "restart pending: runs the previous certificate or CA bundle".to_string()
+            }
+            Ok(Desired::Missing(missing)) => format!("waiting for {}", missing.join(", ")),
+            Ok(Desired::Nothing) => continue,
+            Err(e) => format!("unknown: {}", short_reason(&e)),
+        };
+        rows.push(RestartRow {
+            kind: kind.into(),
+            namespace,
+            name,
+            message,
+        });
+    }
+    rows
 }
 
 /// Runs `service-ca status`.
@@ -501,6 +597,9 @@ async fn collect(
         ));
     }
 
+    // Rolling restarts still to come (paced by the controller: not a problem in itself).
+    let restarts = pending_restarts(client, &scope, &mut notes).await;
+
     let healthy = attention.is_empty();
     Ok(Report {
         scope: scope.to_string(),
@@ -528,6 +627,7 @@ async fn collect(
         },
         serving,
         injection,
+        restarts,
         notes,
         attention,
         healthy,
@@ -1143,6 +1243,33 @@ pub fn render(r: &Report, paint: &Paint) -> String {
                     paint.bad(s)
                 }
             },
+        );
+    }
+
+    if !r.restarts.is_empty() {
+        let _ = writeln!(
+            out,
+            "\n{} ({})",
+            paint.bold("PENDING ROLLING RESTARTS"),
+            r.scope
+        );
+        let rows: Vec<Vec<String>> = r
+            .restarts
+            .iter()
+            .map(|row| {
+                vec![
+                    row.kind.clone(),
+                    row.namespace.clone(),
+                    row.name.clone(),
+                    row.message.clone(),
+                ]
+            })
+            .collect();
+        table(
+            &mut out,
+            &["KIND", "NAMESPACE", "NAME", "STATE"],
+            &rows,
+            |s| paint.warn(s),
         );
     }
 
