@@ -810,6 +810,19 @@ impl InjectWatches {
                 ValidatingWebhookConfiguration,
             >());
         }
+        // The bundle in every namespace: its watches only when on; every term runs its clean-up
+        // (deleting the ConfigMaps it created when the option is off or was renamed).
+        let bundles =
+            namespaces::NamespaceBundleWatches::start(client, cfg, caches, root).map(Arc::new);
+        let (watch_namespace, concurrency) = (cfg.watch_namespace.clone(), cfg.concurrency);
+        watches.starters.push(Box::new(move |supervisor, ctx| {
+            let (bundles, ctx, watch_namespace) =
+                (bundles.clone(), ctx.clone(), watch_namespace.clone());
+            let token = supervisor.token().clone();
+            supervisor.spawn("namespace-bundle", async move {
+                namespaces::run(ctx, bundles.as_deref(), watch_namespace, concurrency, token).await
+            });
+        }));
         watches
     }
 

@@ -5,10 +5,380 @@
 //! Warning Event. Without the option, the ConfigMaps created earlier are deleted.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+use std::time::Duration;
 
-use kube::core::{Expression, Selector, SelectorExt};
+use futures::TryStreamExt;
+use k8s_openapi::api::core::v1::{ConfigMap, Namespace};
+use kube::api::{DeleteParams, ListParams, Patch, PatchParams, PostParams, Preconditions};
+use kube::core::{Expression, PartialObjectMeta, Selector, SelectorExt};
+use kube::runtime::controller::{self, Action, Controller};
+use kube::runtime::events::EventType;
+use kube::runtime::reflector::ObjectRef;
+use kube::runtime::{WatchStreamExt, watcher};
+use kube::{Api, Resource, ResourceExt};
+use serde_json::{Value, json};
+use tokio_util::sync::CancellationToken;
+use tracing::{info, warn};
 
+use super::{InjectContext, InjectError};
 use crate::config::{Config, ConfigError};
+use crate::names;
+use crate::plumbing::{self, ReconcileMeasurer};
+use crate::readiness::{CacheSync, Supervisor};
+use crate::warm::WarmCache;
+
+/// Controller name in logs and metrics.
+const CONTROLLER: &str = "namespace-bundle";
+/// Value of [`names::NAMESPACE_BUNDLE_LABEL`] on the ConfigMaps service-ca creates.
+const LABEL_VALUE: &str = "true";
+
+/// The label selector of every ConfigMap this feature ever created.
+fn ours_selector() -> String {
+    format!(
+        "{}={LABEL_VALUE},{}={}",
+        names::NAMESPACE_BUNDLE_LABEL,
+        names::MANAGED_BY_LABEL,
+        names::MANAGED_BY_VALUE
+    )
+}
+
+/// Whether a ConfigMap is one this feature created (both labels): the only ones it changes or
+/// deletes.
+pub(crate) fn is_ours(meta: &kube::api::ObjectMeta) -> bool {
+    let label = |k: &str| {
+        meta.labels
+            .as_ref()
+            .and_then(|l| l.get(k))
+            .map(String::as_str)
+    };
+    label(names::NAMESPACE_BUNDLE_LABEL) == Some(LABEL_VALUE)
+        && label(names::MANAGED_BY_LABEL) == Some(names::MANAGED_BY_VALUE)
+}
+
+/// Whether a namespace should hold the bundle ConfigMap: the selector matches and it is not
+/// being deleted (creating in a terminating namespace is refused).
+pub(crate) fn wanted(selector: &Selector, ns: &kube::api::ObjectMeta) -> bool {
+    ns.deletion_timestamp.is_none() && selects(selector, ns.labels.as_ref())
+}
+
+/// What one namespace's bundle ConfigMap needs.
+#[derive(Debug, PartialEq)]
+pub(crate) enum Step {
+    /// Nothing to do.
+    Nothing,
+    /// Create it.
+    Create(Box<ConfigMap>),
+    /// Ours with other content: this merge patch (resourceVersion precondition) fixes it.
+    Update(Value),
+    /// Ours, but not wanted here (or immutable, so it is recreated): delete it.
+    Delete,
+    /// A ConfigMap of that name that service-ca did not create: left alone, reported.
+    Foreign,
+}
+
+/// The pure decision: `wanted` ([`wanted`]), the ConfigMap of the configured name if it exists.
+pub(crate) fn decide(
+    wanted: bool,
+    existing: Option<&ConfigMap>,
+    name: &str,
+    namespace: &str,
+    bundle: &str,
+) -> Step {
+    match (wanted, existing) {
+        (false, Some(cm)) if is_ours(&cm.metadata) => Step::Delete,
+        (false, _) => Step::Nothing,
+        (true, None) => Step::Create(Box::new(desired(name, namespace, bundle))),
+        (true, Some(cm)) if !is_ours(&cm.metadata) => Step::Foreign,
+        (true, Some(cm)) => {
+            let data = cm.data.clone().unwrap_or_default();
+            let current = data.len() == 1
+                && data.get(names::SERVICE_CA_CRT).map(String::as_str) == Some(bundle);
+            if current && cm.binary_data.as_ref().is_none_or(BTreeMap::is_empty) {
+                Step::Nothing
+            } else if cm.immutable == Some(true) {
+                // Ours but frozen: delete, the next pass creates it afresh.
+                Step::Delete
+            } else {
+                let mut patch_data: serde_json::Map<String, Value> =
+                    data.keys().map(|k| (k.clone(), Value::Null)).collect();
+                patch_data.insert(names::SERVICE_CA_CRT.into(), json!(bundle));
+                let mut body = json!({
+                    "metadata": {"resourceVersion": cm.metadata.resource_version},
+                    "data": patch_data,
+                });
+                if let Some(binary) = &cm.binary_data {
+                    body["binaryData"] = binary.keys().map(|k| (k.clone(), Value::Null)).collect();
+                }
+                Step::Update(body)
+            }
+        }
+    }
+}
+
+/// The ConfigMap as created: our two labels, `service-ca.crt` only.
+fn desired(name: &str, namespace: &str, bundle: &str) -> ConfigMap {
+    ConfigMap {
+        metadata: kube::api::ObjectMeta {
+            name: Some(name.into()),
+            namespace: Some(namespace.into()),
+            labels: Some(
+                [
+                    (
+                        names::MANAGED_BY_LABEL.to_string(),
+                        names::MANAGED_BY_VALUE.to_string(),
+                    ),
+                    (
+                        names::NAMESPACE_BUNDLE_LABEL.to_string(),
+                        LABEL_VALUE.to_string(),
+                    ),
+                ]
+                .into(),
+            ),
+            ..Default::default()
+        },
+        data: Some([(names::SERVICE_CA_CRT.to_string(), bundle.to_string())].into()),
+        ..Default::default()
+    }
+}
+
+/// Which of our ConfigMaps are stale at the start of a term: all when the option is off, those
+/// of another name when it is on (the name was changed).
+pub(crate) fn stale(configured: Option<&str>, cm_name: &str) -> bool {
+    configured != Some(cm_name)
+}
+
+/// The feature's watches, kept for the whole process: Namespaces (metadata-only, cached; the
+/// controller's primary objects) and our ConfigMaps (metadata-only, label-selected, uncached,
+/// routed to their namespace so a deleted or edited one is repaired at once).
+pub(crate) struct NamespaceBundleWatches {
+    namespaces: WarmCache<PartialObjectMeta<Namespace>>,
+    name: String,
+    selector: Selector,
+}
+
+impl NamespaceBundleWatches {
+    /// Starts the watches under `root` when the option is on.
+    pub(crate) fn start(
+        client: &kube::Client,
+        cfg: &Config,
+        caches: &CacheSync,
+        root: &Supervisor,
+    ) -> Option<Self> {
+        let name = cfg.namespace_bundle_name.clone()?;
+        let selector =
+            parse_selector(cfg.namespace_bundle_selector.as_deref().unwrap_or("")).ok()?;
+        let api: Api<PartialObjectMeta<Namespace>> = Api::all(client.clone());
+        let (namespaces, feed) = WarmCache::new("namespaces", caches, move |writer| {
+            watcher(api, plumbing::watch_config())
+                .default_backoff()
+                .modify(|ns| {
+                    ns.metadata.managed_fields = None;
+                    ns.metadata.annotations = None;
+                })
+                .reflect(writer)
+                .applied_objects()
+        });
+        root.spawn("namespaces-watch", feed);
+        let cms: Api<PartialObjectMeta<ConfigMap>> = Api::all(client.clone());
+        let routed = watcher(cms, plumbing::watch_config().labels(&ours_selector()))
+            .default_backoff()
+            .touched_objects()
+            .map_ok(|cm| {
+                cm.metadata
+                    .namespace
+                    .iter()
+                    .map(|ns| ObjectRef::new(ns))
+                    .collect::<Vec<_>>()
+            });
+        root.spawn(
+            "namespace-bundle-configmaps-watch",
+            namespaces.also_triggered_by(routed),
+        );
+        Some(Self {
+            namespaces,
+            name,
+            selector,
+        })
+    }
+}
+
+/// State of one term's namespace-bundle controller.
+struct BundleContext {
+    shared: Arc<InjectContext>,
+    name: String,
+    selector: Selector,
+}
+
+/// One term: deletes stale ConfigMaps of ours, then (when on) keeps every namespace's current.
+pub(crate) async fn run(
+    ctx: Arc<InjectContext>,
+    watches: Option<&NamespaceBundleWatches>,
+    watch_namespace: Option<String>,
+    concurrency: u16,
+    token: CancellationToken,
+) {
+    let configured = watches.map(|w| w.name.as_str());
+    token
+        .run_until_cancelled(clean_up(&ctx, configured, watch_namespace.as_deref()))
+        .await;
+    let Some(watches) = watches else {
+        // Off: nothing more to do this term, but a returning task reads as a stopped controller.
+        token.cancelled().await;
+        return;
+    };
+    let results =
+        Controller::for_stream(watches.namespaces.subscribe(), watches.namespaces.store())
+            .reconcile_all_on(plumbing::ca_changes(ctx.ca.clone()))
+            .with_config(controller::Config::default().concurrency(concurrency))
+            .graceful_shutdown_on(token.cancelled_owned())
+            .run(
+                reconcile,
+                error_policy,
+                Arc::new(BundleContext {
+                    shared: ctx,
+                    name: watches.name.clone(),
+                    selector: watches.selector.clone(),
+                }),
+            );
+    plumbing::consume(CONTROLLER, results).await;
+}
+
+/// Deletes our ConfigMaps that are stale ([`stale`]); without the `delete` permission (the
+/// option's RBAC removed with it) it says how to remove them by hand.
+async fn clean_up(ctx: &InjectContext, configured: Option<&str>, watch_namespace: Option<&str>) {
+    let api: Api<PartialObjectMeta<ConfigMap>> = match watch_namespace {
+        Some(ns) => Api::namespaced(ctx.client.clone(), ns),
+        None => Api::all(ctx.client.clone()),
+    };
+    let listed = match api
+        .list_metadata(&ListParams::default().labels(&ours_selector()))
+        .await
+    {
+        Ok(list) => list.items,
+        Err(e) => {
+            warn!(error = %plumbing::api_message(&e), "listing namespace bundle ConfigMaps failed; stale ones are not cleaned up");
+            return;
+        }
+    };
+    for cm in listed.iter().filter(|cm| stale(configured, &cm.name_any())) {
+        let Some(ns) = cm.metadata.namespace.as_deref() else {
+            continue;
+        };
+        let dp = DeleteParams {
+            preconditions: Some(Preconditions {
+                uid: cm.metadata.uid.clone(),
+                resource_version: cm.metadata.resource_version.clone(),
+            }),
+            ..Default::default()
+        };
+        match Api::<ConfigMap>::namespaced(ctx.client.clone(), ns)
+            .delete(&cm.name_any(), &dp)
+            .await
+        {
+            Ok(_) => {
+                info!(namespace = ns, name = %cm.name_any(), "namespace bundle ConfigMap deleted (option off or renamed)")
+            }
+            Err(e) if plumbing::status_code(&e) == Some(403) => {
+                warn!(selector = %ours_selector(), "cannot delete stale namespace bundle ConfigMaps (no delete permission); delete them with kubectl delete configmap -A -l <selector>");
+                return;
+            }
+            Err(e) => {
+                warn!(namespace = ns, error = %plumbing::api_message(&e), "deleting a stale namespace bundle ConfigMap failed")
+            }
+        }
+    }
+}
+
+fn error_policy(
+    ns: Arc<PartialObjectMeta<Namespace>>,
+    err: &InjectError,
+    ctx: Arc<BundleContext>,
+) -> Action {
+    plumbing::requeue_after_error(
+        &ctx.shared.metrics,
+        CONTROLLER,
+        err,
+        &crate::fights::FightDetector::default(),
+        &ns.name_any(),
+        Duration::from_secs(30),
+    )
+}
+
+async fn reconcile(
+    ns: Arc<PartialObjectMeta<Namespace>>,
+    ctx: Arc<BundleContext>,
+) -> Result<Action, InjectError> {
+    let _measure = ReconcileMeasurer::start(&ctx.shared.metrics, CONTROLLER);
+    let shared = ctx.shared.as_ref();
+    let Some(bundle) = shared.ca.borrow().as_ref().map(|ca| ca.bundle_pem()) else {
+        return Ok(Action::await_change());
+    };
+    let namespace = ns.name_any();
+    let api: Api<ConfigMap> = Api::namespaced(shared.client.clone(), &namespace);
+    let existing = api.get_opt(&ctx.name).await?;
+    let wanted = wanted(&ctx.selector, &ns.metadata);
+    match decide(wanted, existing.as_ref(), &ctx.name, &namespace, &bundle) {
+        Step::Nothing => {}
+        Step::Create(cm) => match api.create(&PostParams::default(), &cm).await {
+            Ok(_) => {
+                shared.metrics.wrote(CONTROLLER);
+                info!(%namespace, name = %ctx.name, "namespace bundle ConfigMap created");
+            }
+            // Someone created it meanwhile: the next pass reads it.
+            Err(e) if plumbing::status_code(&e) == Some(409) => {
+                return Ok(Action::requeue(Duration::from_secs(1)));
+            }
+            // The namespace started terminating.
+            Err(e)
+                if plumbing::status_code(&e) == Some(403)
+                    && ns.metadata.deletion_timestamp.is_some() => {}
+            Err(e) => return Err(e.into()),
+        },
+        Step::Update(body) => {
+            let pp = PatchParams {
+                field_manager: Some(names::FIELD_MANAGER.into()),
+                ..Default::default()
+            };
+            api.patch(&ctx.name, &pp, &Patch::Merge(body)).await?;
+            shared.metrics.wrote(CONTROLLER);
+            info!(%namespace, name = %ctx.name, "namespace bundle ConfigMap updated");
+        }
+        Step::Delete => {
+            let dp = DeleteParams {
+                preconditions: existing.as_ref().map(|cm| Preconditions {
+                    uid: cm.metadata.uid.clone(),
+                    resource_version: cm.metadata.resource_version.clone(),
+                }),
+                ..Default::default()
+            };
+            api.delete(&ctx.name, &dp).await?;
+            info!(%namespace, name = %ctx.name, "namespace bundle ConfigMap deleted");
+        }
+        Step::Foreign => {
+            let object = format!("{namespace}/{}", ctx.name);
+            if let Some(cm) = existing.as_ref()
+                && shared.blocked.admit(&object, "foreign namespace bundle")
+            {
+                warn!(%object, "a ConfigMap service-ca did not create has the namespace bundle's name; left alone");
+                shared
+                    .events
+                    .publish(
+                        &cm.object_ref(&()),
+                        EventType::Warning,
+                        "NamespaceBundleConflict",
+                        "Inject",
+                        format!(
+                            "{object} was not created by service-ca (no {}={LABEL_VALUE} label); it is left alone and this namespace gets no service CA bundle ConfigMap",
+                            names::NAMESPACE_BUNDLE_LABEL
+                        ),
+                    )
+                    .await;
+            }
+        }
+    }
+    Ok(Action::await_change())
+}
 
 /// Errors of a label selector's text.
 #[derive(Debug, thiserror::Error, PartialEq)]
@@ -143,7 +513,6 @@ pub(crate) fn is_dns_subdomain(v: &str) -> bool {
 }
 
 /// Whether a namespace with `labels` matches `selector`.
-#[cfg_attr(not(test), allow(dead_code))] // wired by the namespace-bundle controller
 pub(crate) fn selects(selector: &Selector, labels: Option<&BTreeMap<String, String>>) -> bool {
     static EMPTY: BTreeMap<String, String> = BTreeMap::new();
     selector.matches(labels.unwrap_or(&EMPTY))
@@ -175,6 +544,64 @@ pub(crate) fn validate(cfg: &Config) -> Result<(), ConfigError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn namespace_bundle_decisions() {
+        const B: &str = "BUNDLE";
+        let cm = |labels: &[(&str, &str)], data: &[(&str, &str)], immutable: bool| ConfigMap {
+            metadata: kube::api::ObjectMeta {
+                name: Some("service-ca.crt".into()),
+                resource_version: Some("7".into()),
+                labels: Some(super::tests::labels(labels)),
+                ..Default::default()
+            },
+            data: Some(super::tests::labels(data)),
+            immutable: Some(immutable),
+            ..Default::default()
+        };
+        let ours = [
+            (names::MANAGED_BY_LABEL, names::MANAGED_BY_VALUE),
+            (names::NAMESPACE_BUNDLE_LABEL, "true"),
+        ];
+        let current = cm(&ours, &[(names::SERVICE_CA_CRT, B)], false);
+        let old = cm(&ours, &[(names::SERVICE_CA_CRT, "old"), ("x", "y")], false);
+        let frozen = cm(&ours, &[(names::SERVICE_CA_CRT, "old")], true);
+        let foreign = cm(&[], &[(names::SERVICE_CA_CRT, "theirs")], false);
+        let half = cm(&ours[..1], &[], false);
+        let decide = |wanted, existing| decide(wanted, existing, "service-ca.crt", "ns", B);
+        assert!(
+            matches!(decide(true, None), Step::Create(c) if is_ours(&c.metadata)
+            && c.data == Some(super::tests::labels(&[(names::SERVICE_CA_CRT, B)])))
+        );
+        assert_eq!(decide(true, Some(&current)), Step::Nothing);
+        assert_eq!(
+            decide(true, Some(&old)),
+            Step::Update(json!({"metadata": {"resourceVersion": "7"},
+                "data": {names::SERVICE_CA_CRT: B, "x": null}}))
+        );
+        assert_eq!(decide(true, Some(&frozen)), Step::Delete);
+        assert_eq!(decide(true, Some(&foreign)), Step::Foreign);
+        assert_eq!(decide(true, Some(&half)), Step::Foreign);
+        assert_eq!(decide(false, None), Step::Nothing);
+        assert_eq!(decide(false, Some(&current)), Step::Delete);
+        assert_eq!(decide(false, Some(&foreign)), Step::Nothing);
+        assert_eq!(decide(false, Some(&half)), Step::Nothing);
+
+        let selector = parse_selector("team=a").unwrap();
+        let ns = |labels: &[(&str, &str)], deleting: bool| kube::api::ObjectMeta {
+            labels: Some(super::tests::labels(labels)),
+            deletion_timestamp: deleting
+                .then(|| k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(Default::default())),
+            ..Default::default()
+        };
+        assert!(wanted(&selector, &ns(&[("team", "a")], false)));
+        assert!(!wanted(&selector, &ns(&[("team", "a")], true)));
+        assert!(!wanted(&selector, &ns(&[("team", "b")], false)));
+
+        assert!(stale(None, "service-ca.crt"));
+        assert!(stale(Some("new.crt"), "service-ca.crt"));
+        assert!(!stale(Some("service-ca.crt"), "service-ca.crt"));
+    }
 
     fn labels(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
         pairs

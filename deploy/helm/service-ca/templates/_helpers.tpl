@@ -103,6 +103,12 @@ app: service-ca
 - --legacy-ca-file={{ . }}
 {{- end }}
 {{- end }}
+{{- with .Values.namespaceBundle.name }}
+- --namespace-bundle-name={{ . }}
+{{- end }}
+{{- with .Values.namespaceBundle.selector }}
+- --namespace-bundle-selector={{ . }}
+{{- end }}
 {{- range .Values.extraArgs }}
 - {{ . }}
 {{- end }}
