@@ -91,14 +91,27 @@ where
         self.store.clone()
     }
 
-    /// The objects that change from now on, for one term's controller; if the term falls more
-    /// than [`BACKLOG`] changes behind, every cached object is yielded again.
+    /// For one term's controller: every cached object once the cache is filled (a new term checks
+    /// everything, as a fresh watch's initial list would make it), then the objects that change
+    /// from the moment of subscription on; if the term falls more than [`BACKLOG`] changes behind,
+    /// every cached object is yielded again.
     pub(crate) fn subscribe(
         &self,
     ) -> impl Stream<Item = Result<K, watcher::Error>> + Send + 'static {
+        // Subscribe before reading the cache, so a change between the two is never missed (at
+        // worst an object comes twice, which the controller's queue absorbs).
         let rx = self.changes.subscribe();
+        let initial = {
+            let store = self.store.clone();
+            futures::stream::once(async move {
+                // Only fails when the feed is gone, i.e. the process is shutting down.
+                let _ = store.wait_until_ready().await;
+                futures::stream::iter(store.state())
+            })
+            .flatten()
+        };
         let store = self.store.clone();
-        futures::stream::unfold(rx, move |mut rx| {
+        let changes = futures::stream::unfold(rx, move |mut rx| {
             let store = store.clone();
             async move {
                 let objects: Vec<Arc<K>> = match rx.recv().await {
@@ -109,8 +122,8 @@ where
                 Some((futures::stream::iter(objects), rx))
             }
         })
-        .flatten()
-        .map(|object| Ok(K::clone(&object)))
+        .flatten();
+        initial.chain(changes).map(|object| Ok(K::clone(&object)))
     }
 }
 
@@ -146,7 +159,7 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn terms_see_changes_after_they_subscribe_and_everything_when_they_lag() {
+    async fn terms_see_the_cache_then_changes_and_everything_when_they_lag() {
         let (events_tx, events_rx) = tokio::sync::mpsc::unbounded_channel::<
             Result<watcher::Event<ConfigMap>, watcher::Error>,
         >();
@@ -167,11 +180,14 @@ mod tests {
         }
         let mut term = Box::pin(cache.subscribe());
         send(watcher::Event::Apply(cm("after")));
-        let first = term.next().await.and_then(Result::ok);
-        assert_eq!(
-            first.and_then(|c| c.metadata.name).as_deref(),
-            Some("after")
-        );
+        // A new term first sees what was cached before it subscribed (a cold start with objects
+        // already there must reconcile them), then what changes.
+        let mut seen = Vec::new();
+        while !seen.iter().any(|n| n == "after") {
+            let next = term.next().await.and_then(Result::ok);
+            seen.extend(next.and_then(|c| c.metadata.name));
+        }
+        assert!(seen.iter().any(|n| n == "before"), "{seen:?}");
         assert_eq!(cache.store().len(), 2);
 
         // Falling behind by more than the backlog replays the whole cache instead.
@@ -180,13 +196,18 @@ mod tests {
         }
         drop(events_tx);
         let _ = feeder.await;
-        let mut names = Vec::new();
-        for _ in 0..cache.store().len() {
-            if let Some(Ok(c)) = term.next().await {
-                names.extend(c.metadata.name);
+        let mut names = std::collections::BTreeSet::new();
+        let replay = async {
+            while names.len() < 5 {
+                if let Some(Ok(c)) = term.next().await {
+                    names.extend(c.metadata.name);
+                }
             }
-        }
-        names.sort();
+        };
+        tokio::time::timeout(std::time::Duration::from_secs(10), replay)
+            .await
+            .expect("a lagging term gets the whole cache");
+        let names: Vec<_> = names.into_iter().collect();
         assert_eq!(names, ["after", "before", "n0", "n1", "n2"]);
     }
 }
