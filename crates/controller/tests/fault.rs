@@ -14,7 +14,7 @@ use kube::api::{ObjectMeta, Patch, PatchParams, PostParams};
 use kube::{Api, Client, ResourceExt};
 use serde_json::json;
 use service_ca_controller::{Config, Running, names};
-use service_ca_testing::witness::{Recorder, converged};
+use service_ca_testing::witness::Recorder;
 use service_ca_testing::{TestEnv, eventually};
 
 const WAIT: Duration = Duration::from_secs(90);
@@ -245,14 +245,14 @@ async fn an_api_server_restart_in_the_middle_of_500_issuances() {
         before < N,
         "the restart must come during the issuance, but all {N} were already issued"
     );
-    let done = converged(
-        &cluster.client,
-        ns,
-        names::DEFAULT_CA_SECRET,
-        names::DEFAULT_BUNDLE_CONFIGMAP,
-        CONVERGE,
-    )
-    .await;
+    let done = recorder
+        .converged(
+            &cluster.client,
+            ns,
+            names::DEFAULT_BUNDLE_CONFIGMAP,
+            CONVERGE,
+        )
+        .await;
     let converged_after = creating.elapsed();
     assert_eq!(done.serving, N, "every Service has a valid Secret");
 
@@ -323,14 +323,14 @@ async fn an_api_server_restart_in_the_middle_of_a_ca_rotation() {
             .await
             .unwrap();
     }
-    let first = converged(
-        &cluster.client,
-        ns,
-        names::DEFAULT_CA_SECRET,
-        names::DEFAULT_BUNDLE_CONFIGMAP,
-        CONVERGE,
-    )
-    .await;
+    let first = recorder
+        .converged(
+            &cluster.client,
+            ns,
+            names::DEFAULT_BUNDLE_CONFIGMAP,
+            CONVERGE,
+        )
+        .await;
     assert_eq!((first.serving, first.injected), (N, INJECTED));
     let issued_before = cluster.running().metrics.issued_total();
 
@@ -356,14 +356,14 @@ async fn an_api_server_restart_in_the_middle_of_a_ca_rotation() {
         before < N,
         "the restart must come during the rotation, but all {N} were already re-issued"
     );
-    let done = converged(
-        &cluster.client,
-        ns,
-        names::DEFAULT_CA_SECRET,
-        names::DEFAULT_BUNDLE_CONFIGMAP,
-        CONVERGE,
-    )
-    .await;
+    let done = recorder
+        .converged(
+            &cluster.client,
+            ns,
+            names::DEFAULT_BUNDLE_CONFIGMAP,
+            CONVERGE,
+        )
+        .await;
     let converged_after = requesting.elapsed();
     assert_eq!((done.serving, done.injected), (N, INJECTED));
     assert_eq!(

@@ -19,7 +19,7 @@ use kube::Api;
 use service_ca_controller::names;
 use service_ca_testing::container::{DumpOnPanic, Scratch};
 use service_ca_testing::replica::Replica;
-use service_ca_testing::witness::{Recorder, converged};
+use service_ca_testing::witness::Recorder;
 use service_ca_testing::{TestEnv, eventually};
 
 /// Leaf keys are ECDSA P-256, so issuance is bound by API writes, not key generation: when the
@@ -77,14 +77,9 @@ async fn a_leader_frozen_mid_rotation_writes_nothing_once_resumed() {
     for i in 0..INJECTED {
         create_injected(&configmaps, &format!("trust{i}")).await;
     }
-    let first = converged(
-        &client,
-        ns,
-        names::DEFAULT_CA_SECRET,
-        names::DEFAULT_BUNDLE_CONFIGMAP,
-        WAIT,
-    )
-    .await;
+    let first = recorder
+        .converged(&client, ns, names::DEFAULT_BUNDLE_CONFIGMAP, WAIT)
+        .await;
     assert_eq!((first.serving, first.injected), (SERVICES, INJECTED));
 
     // Rotation; the leader is frozen once the new CA is out and a tenth of the Secrets re-issued.
@@ -109,14 +104,9 @@ async fn a_leader_frozen_mid_rotation_writes_nothing_once_resumed() {
     let holder = faults::wait_holder(&client, ns, Some(&old.identity), LEASE * 4).await;
     assert_eq!(holder, new.identity);
     let took_over = stopped.elapsed();
-    let done = converged(
-        &client,
-        ns,
-        names::DEFAULT_CA_SECRET,
-        names::DEFAULT_BUNDLE_CONFIGMAP,
-        WAIT,
-    )
-    .await;
+    let done = recorder
+        .converged(&client, ns, names::DEFAULT_BUNDLE_CONFIGMAP, WAIT)
+        .await;
     let finished = stopped.elapsed();
     assert_eq!((done.serving, done.injected), (SERVICES, INJECTED));
     assert_eq!(done.forced_rotation_reason.as_deref(), Some("sigstop"));

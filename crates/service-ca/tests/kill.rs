@@ -27,7 +27,7 @@ use service_ca_controller::names;
 use service_ca_testing::TestEnv;
 use service_ca_testing::container::{DumpOnPanic, Scratch};
 use service_ca_testing::replica::{Replica, Rng};
-use service_ca_testing::witness::{Recorder, converged};
+use service_ca_testing::witness::Recorder;
 
 const ITERATIONS: usize = 20;
 /// Services added before each of the first ten starts.
@@ -123,14 +123,9 @@ async fn sigkill_at_random_points_of_issuance_and_rotation() {
     // One more start, left running: everything converges from whatever the kills left.
     let restarted = Instant::now();
     let last = Replica::spawn(&bin, env.kubeconfig(), "kill", &args, &log);
-    let done = converged(
-        &client,
-        ns,
-        names::DEFAULT_CA_SECRET,
-        names::DEFAULT_BUNDLE_CONFIGMAP,
-        CONVERGE,
-    )
-    .await;
+    let done = recorder
+        .converged(&client, ns, names::DEFAULT_BUNDLE_CONFIGMAP, CONVERGE)
+        .await;
     let converged_after = restarted.elapsed();
     assert_eq!(
         (done.serving, done.injected),

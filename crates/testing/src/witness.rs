@@ -272,6 +272,50 @@ impl Recorder {
             .collect()
     }
 
+    /// Every version seen of objects named `name` (any kind), one line each.
+    pub fn history(&self, name: &str) -> Vec<String> {
+        let r = self.lock();
+        let start = r.changes.first().map(|c| c.at);
+        r.changes
+            .iter()
+            .filter(|c| c.name == name)
+            .map(|c| {
+                let at = start.map_or(0.0, |s| (c.at - s).as_secs_f64());
+                let what = if c.deleted { "deleted" } else { "version" };
+                format!("{at:.1}s {} {what} {}", c.kind, c.resource_version)
+            })
+            .collect()
+    }
+
+    /// [`converged`], and on failure the recorded history of every Secret it names.
+    pub async fn converged(
+        &self,
+        client: &Client,
+        namespace: &str,
+        bundle_configmap: &str,
+        timeout: Duration,
+    ) -> Converged {
+        let deadline = Instant::now() + timeout;
+        loop {
+            match check_converged(client, namespace, &self.ca_secret, bundle_configmap).await {
+                Ok(done) => return done,
+                Err(why) if Instant::now() > deadline => {
+                    let histories: Vec<String> = why
+                        .split("(Secret ")
+                        .skip(1)
+                        .filter_map(|rest| rest.split(')').next())
+                        .map(|secret| format!("{secret}: {:?}", self.history(secret)))
+                        .collect();
+                    panic!(
+                        "not converged after {timeout:?}: {why}\nrecorded (re-lists {}): {histories:#?}",
+                        self.relists()
+                    )
+                }
+                Err(_) => tokio::time::sleep(Duration::from_millis(500)).await,
+            }
+        }
+    }
+
     /// Every distinct certificate (the first of `tls.crt`) Secret `name` held, in order.
     pub fn certificates(&self, name: &str) -> Vec<CertInfo> {
         self.lock()
@@ -496,6 +540,42 @@ async fn follow<K>(
     }
 }
 
+/// One Service's Secret against the CA in force: the pki crate's full check, then rustls chain
+/// verification against the bundle and a key/certificate match.
+fn check_serving(
+    svc: &Service,
+    secret: Option<&Secret>,
+    ca: &SigningCa,
+    bundle: &str,
+    namespace: &str,
+    now: time::OffsetDateTime,
+) -> Result<(), String> {
+    let secret = secret.ok_or("no Secret")?;
+    let name = svc.name_any();
+    let headless = svc
+        .spec
+        .as_ref()
+        .and_then(|s| s.cluster_ip.as_deref())
+        .is_some_and(|ip| ip == "None");
+    let names = service_ca_pki::serving_dns_names(&name, namespace, headless, "cluster.local");
+    let (crt, key) = (data(secret, TLS_CRT), data(secret, TLS_KEY));
+    if let Some(reason) = service_ca_pki::verify_serving_secret(
+        crt,
+        key,
+        ca,
+        &names,
+        svc.uid().as_deref(),
+        Duration::from_secs(3600),
+        now,
+    ) {
+        return Err(reason.as_str().to_string());
+    }
+    let (crt, key) = (crt.unwrap_or_default(), key.unwrap_or_default());
+    crate::tls::verify_chain(bundle, crt, &format!("{name}.{namespace}.svc"))
+        .and_then(|()| crate::tls::verify_key_matches(crt, key))
+        .map_err(|e| format!("rustls: {e}"))
+}
+
 /// The final state, as [`converged`] found it.
 pub struct Converged {
     /// The CA in force.
@@ -571,6 +651,8 @@ pub async fn check_converged(
         .collect();
     let now = time::OffsetDateTime::now_utc();
     let mut serving = 0;
+    // Every Service is checked, so that a failure names all that are wrong, not only the first.
+    let mut wrong = Vec::new();
     for svc in services
         .list(&ListParams::default())
         .await
@@ -580,36 +662,27 @@ pub async fn check_converged(
         let Some(secret_name) = svc.annotations().get(SECRET_NAME_ANNOTATION) else {
             continue;
         };
-        let name = svc.name_any();
-        let secret = all_secrets
-            .get(secret_name)
-            .ok_or_else(|| format!("Service {name}: no Secret {secret_name}"))?;
-        let headless = svc
-            .spec
-            .as_ref()
-            .and_then(|s| s.cluster_ip.as_deref())
-            .is_some_and(|ip| ip == "None");
-        let names = service_ca_pki::serving_dns_names(&name, namespace, headless, "cluster.local");
-        let (crt, key) = (data(secret, TLS_CRT), data(secret, TLS_KEY));
-        if let Some(reason) = service_ca_pki::verify_serving_secret(
-            crt,
-            key,
+        match check_serving(
+            &svc,
+            all_secrets.get(secret_name),
             &ca,
-            &names,
-            svc.uid().as_deref(),
-            Duration::from_secs(3600),
+            &bundle,
+            namespace,
             now,
         ) {
-            return Err(format!(
-                "Secret {secret_name} of Service {name}: {}",
-                reason.as_str()
-            ));
+            Ok(()) => serving += 1,
+            Err(why) => wrong.push(format!(
+                "Service {} (Secret {secret_name}): {why}",
+                svc.name_any()
+            )),
         }
-        let (crt, key) = (crt.unwrap_or_default(), key.unwrap_or_default());
-        crate::tls::verify_chain(&bundle, crt, &format!("{name}.{namespace}.svc"))
-            .and_then(|()| crate::tls::verify_key_matches(crt, key))
-            .map_err(|e| format!("Secret {secret_name} (rustls): {e}"))?;
-        serving += 1;
+    }
+    if !wrong.is_empty() {
+        return Err(format!(
+            "{} Services without a valid Secret: {}",
+            wrong.len(),
+            wrong[..wrong.len().min(10)].join("; ")
+        ));
     }
     let mut injected = 0;
     for cm in configmaps
