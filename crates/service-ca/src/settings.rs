@@ -445,6 +445,21 @@ mod tests {
     }
 
     #[test]
+    fn restart_pace() {
+        let pace = RestartPace::parse("5/10s").unwrap();
+        assert_eq!((pace.restarts, pace.per), (5, Duration::from_secs(10)));
+        assert_eq!(pace.show(), "5/10s");
+        assert_eq!(Config::default().restart_pace, pace);
+        assert_eq!(
+            RestartPace::parse(" 2 / 1m ").unwrap().per,
+            Duration::from_secs(60)
+        );
+        for bad in ["5", "0/10s", "x/10s", "5/", "5/10"] {
+            assert!(RestartPace::parse(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
     fn durations() {
         assert_eq!(parse_duration("2h30m"), Ok(Duration::from_secs(9000)));
         assert_eq!(parse_duration("790d"), Ok(Duration::from_secs(790 * 86400)));
