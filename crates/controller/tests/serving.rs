@@ -702,3 +702,72 @@ async fn derived_state_follows_deletes() {
     .await;
     running.stop().await;
 }
+
+/// Objects that exist before the controller starts are all reconciled: on a cold start (no CA
+/// yet) and on a restart with the CA in place and every Secret deleted while it was down. Warm
+/// caches hand a new term the whole cache; before that fix, whichever objects the cache held when
+/// the CA arrived were the only ones reconciled (a 2,000-Service cold start issued one Secret).
+#[tokio::test]
+async fn services_and_configmaps_that_exist_before_the_start_are_all_served() {
+    let ctx = TestContext::new("serving-preexisting").await.unwrap();
+    let services: Api<Service> = Api::namespaced(ctx.client.clone(), &ctx.namespace);
+    let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), &ctx.namespace);
+    let configmaps: Api<k8s_openapi::api::core::v1::ConfigMap> =
+        Api::namespaced(ctx.client.clone(), &ctx.namespace);
+    const N: usize = 40;
+    for i in 0..N {
+        request_certificate(&services, &format!("pre-{i}"), &format!("pre-{i}-tls")).await;
+        let cm = serde_json::from_value(json!({
+            "metadata": {"name": format!("pre-{i}"), "annotations": {names::INJECT_BETA: "true"}},
+        }))
+        .unwrap();
+        configmaps.create(&pp(), &cm).await.unwrap();
+    }
+    let all_served = || async {
+        for i in 0..N {
+            wait_secret(
+                &secrets,
+                &format!("pre-{i}-tls"),
+                "pre-existing Service served",
+                is_issued,
+            )
+            .await;
+            common::wait_configmap(
+                &configmaps,
+                &format!("pre-{i}"),
+                "pre-existing ConfigMap injected",
+                |c| {
+                    c.data
+                        .as_ref()
+                        .is_some_and(|d| d.contains_key(names::SERVICE_CA_CRT))
+                },
+            )
+            .await;
+        }
+    };
+    let running = controller(&ctx, |c| c.key_pool_size = N).await;
+    all_served().await;
+    running.stop().await;
+
+    // Down: every serving Secret and every injected bundle disappears.
+    secrets
+        .delete_collection(
+            &DeleteParams::default(),
+            &ListParams::default().labels("app.kubernetes.io/managed-by=service-ca"),
+        )
+        .await
+        .unwrap();
+    for i in 0..N {
+        configmaps
+            .patch(
+                &format!("pre-{i}"),
+                &PatchParams::default(),
+                &Patch::Merge(json!({"data": null})),
+            )
+            .await
+            .unwrap();
+    }
+    let running = controller(&ctx, |c| c.key_pool_size = N).await;
+    all_served().await;
+    running.stop().await;
+}
