@@ -234,12 +234,26 @@ async fn an_api_server_restart_in_the_middle_of_500_issuances() {
     create_services(&services, N).await;
     let created = creating.elapsed();
     // The restart comes once a fifth of the certificates are out: well inside the issuance.
-    let before = eventually(CONVERGE, "100 certificates issued", || async {
+    let deadline = std::time::Instant::now() + CONVERGE;
+    let before = loop {
         let issued = recorder.serving_secrets().len();
-        (issued >= N / 5).then_some(issued)
-    })
-    .await;
+        if issued >= N / 5 {
+            break issued;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "only {issued} Secrets seen ({} issued by the controller, {} Services tracked) {CONVERGE:?} after the creates",
+            cluster.running().metrics.issued_total(),
+            common::metric_value(
+                &cluster.running().metrics.encode(),
+                "service_ca_tracked_services"
+            )
+            .unwrap_or(-1.0),
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
     let outage = cluster.restart().await;
+    let back = std::time::Instant::now();
     let at_restart = recorder.serving_secrets().len();
     assert!(
         before < N,
@@ -285,6 +299,21 @@ async fn an_api_server_restart_in_the_middle_of_500_issuances() {
         recorder.ca_problems()
     );
     assert_eq!(recorder.ca_certificates().len(), 1, "one CA, never rotated");
+    // How the issuance after the restart went: when the Secrets first appeared, from the moment
+    // the API server was back (a stall shows as a gap).
+    let after: Vec<f64> = recorder
+        .first_seen("Secret")
+        .into_iter()
+        .filter(|(_, at)| *at > back)
+        .map(|(_, at)| (at - back).as_secs_f64())
+        .collect();
+    let gap = after.windows(2).map(|w| w[1] - w[0]).fold(0.0, f64::max);
+    eprintln!(
+        "bulk: after the restart {} Secrets first seen between {:.1}s and {:.1}s, longest pause {gap:.1}s",
+        after.len(),
+        after.first().copied().unwrap_or(0.0),
+        after.last().copied().unwrap_or(0.0),
+    );
     eprintln!(
         "bulk: {N} Services created in {:.1}s; restart at {before} issued ({at_restart} when it was back), \
          API server unreachable for {:.1}s; all {N} valid {:.1}s after the first create; \

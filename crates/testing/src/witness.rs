@@ -272,6 +272,17 @@ impl Recorder {
             .collect()
     }
 
+    /// When each object of `kind` was first seen, in order.
+    pub fn first_seen(&self, kind: &str) -> Vec<(String, Instant)> {
+        let r = self.lock();
+        let mut seen = std::collections::BTreeSet::new();
+        r.changes
+            .iter()
+            .filter(|c| c.kind == kind && !c.deleted && seen.insert(c.name.clone()))
+            .map(|c| (c.name.clone(), c.at))
+            .collect()
+    }
+
     /// Every version seen of objects named `name` (any kind), one line each.
     pub fn history(&self, name: &str) -> Vec<String> {
         let r = self.lock();
