@@ -22,6 +22,9 @@ use crate::readiness::CacheSync;
 /// Changes a term may fall behind by before it is handed the whole cache again.
 const BACKLOG: usize = 4096;
 
+/// How often a new term looks again whether the cache has been filled.
+const READY_POLL: std::time::Duration = std::time::Duration::from_millis(100);
+
 /// A cache kept current for the whole process, and the stream of what changes in it.
 pub(crate) struct WarmCache<K: Resource<DynamicType = ()> + Clone + 'static> {
     store: Store<K>,
@@ -104,8 +107,15 @@ where
         let initial = {
             let store = self.store.clone();
             futures::stream::once(async move {
-                // Only fails when the feed is gone, i.e. the process is shutting down.
-                let _ = store.wait_until_ready().await;
+                // `wait_until_ready` wakes only the last of several concurrent waiters (kube's
+                // DelayedInit keeps one waker; the readiness probe and kube's Controller wait on
+                // the same store), so a lone await can sleep forever: look again every 100 ms.
+                loop {
+                    match tokio::time::timeout(READY_POLL, store.wait_until_ready()).await {
+                        Ok(_) => break, // ready, or the feed is gone (shutting down)
+                        Err(_elapsed) => continue,
+                    }
+                }
                 futures::stream::iter(store.state())
             })
             .flatten()
@@ -209,5 +219,41 @@ mod tests {
             .expect("a lagging term gets the whole cache");
         let names: Vec<_> = names.into_iter().collect();
         assert_eq!(names, ["after", "before", "n0", "n1", "n2"]);
+    }
+
+    #[tokio::test]
+    async fn a_term_that_subscribes_before_the_cache_fills_gets_it_despite_other_waiters() {
+        let (events_tx, events_rx) = tokio::sync::mpsc::unbounded_channel::<
+            Result<watcher::Event<ConfigMap>, watcher::Error>,
+        >();
+        let events = futures::stream::unfold(events_rx, |mut rx| async move {
+            rx.recv().await.map(|e| (e, rx))
+        });
+        let (cache, feed) = WarmCache::new("configmap", &CacheSync::default(), |writer| {
+            events.reflect(writer).applied_objects()
+        });
+        let _feeder = tokio::spawn(feed);
+        let mut term = Box::pin(cache.subscribe());
+        assert!(futures::poll!(term.next()).is_pending());
+        // Another waiter on the same store (the readiness probe, kube's Controller) registers
+        // after the term: kube's DelayedInit then wakes only that one.
+        let store = cache.store();
+        let other = tokio::spawn(async move { store.wait_until_ready().await.is_ok() });
+        tokio::task::yield_now().await;
+        let send = |e| events_tx.send(Ok(e)).ok();
+        send(watcher::Event::Init);
+        send(watcher::Event::InitApply(cm("existing")));
+        send(watcher::Event::InitDone);
+        let first = tokio::time::timeout(std::time::Duration::from_secs(5), term.next())
+            .await
+            .expect("the term is handed the filled cache")
+            .and_then(Result::ok);
+        assert_eq!(
+            first.and_then(|c| c.metadata.name).as_deref(),
+            Some("existing")
+        );
+        // `other` itself may never be woken now (its waker was replaced by the term's next
+        // look): every waiter in this crate looks again on a timer for exactly that reason.
+        other.abort();
     }
 }
