@@ -38,10 +38,10 @@ use tokio_util::task::TaskTracker;
 
 pub use ca::CaReceiver;
 pub use config::{Config, ConfigError, DEFAULT_LEGACY_CA_FILE, RestartPace};
-pub use restart::material;
 pub use leader::LeaseTiming;
 pub use metrics::Metrics;
 use readiness::CacheSync;
+pub use restart::material;
 
 /// The controllers of one leadership term (or of a test), running until [`Running::stop`] or
 /// until their token is cancelled.

@@ -1548,8 +1548,10 @@ async fn beyond_injection_writes_are_fenced() {
     let secrets: Api<Secret> = Api::namespaced(sa.clone(), &ctx.namespace);
     let cms: Api<ConfigMap> = Api::namespaced(sa.clone(), &ctx.namespace);
     let secret = |name: &str, secret_type: &str, annotations: Value| -> Secret {
-        serde_json::from_value(json!({"metadata": {"name": name, "annotations": annotations},
-            "type": secret_type, "stringData": {"app": "x"}}))
+        serde_json::from_value(
+            json!({"metadata": {"name": name, "annotations": annotations},
+            "type": secret_type, "stringData": {"app": "x"}}),
+        )
         .unwrap()
     };
     for s in [
@@ -1571,17 +1573,38 @@ async fn beyond_injection_writes_are_fenced() {
         secrets.patch("asks", &merge(), &patch(ca.clone())).await,
     );
     let other_key = secrets
-        .patch("asks", &merge(), &patch(json!({"stringData": {"app": "y"}})))
+        .patch(
+            "asks",
+            &merge(),
+            &patch(json!({"stringData": {"app": "y"}})),
+        )
         .await;
-    denied("another key of a Secret that asks", other_key, &policy, rule);
+    denied(
+        "another key of a Secret that asks",
+        other_key,
+        &policy,
+        rule,
+    );
     let silent = secrets.patch("silent", &merge(), &patch(ca.clone())).await;
-    denied("ca.crt in a Secret that does not ask", silent, &policy, rule);
+    denied(
+        "ca.crt in a Secret that does not ask",
+        silent,
+        &policy,
+        rule,
+    );
     let token = secrets.patch("token", &merge(), &patch(ca.clone())).await;
-    denied("ca.crt in a ServiceAccount token Secret", token, &policy, rule);
+    denied(
+        "ca.crt in a ServiceAccount token Secret",
+        token,
+        &policy,
+        rule,
+    );
 
     let configmap = |name: &str, annotations: Value| -> ConfigMap {
-        serde_json::from_value(json!({"metadata": {"name": name, "annotations": annotations},
-            "data": {"app.conf": "x"}}))
+        serde_json::from_value(
+            json!({"metadata": {"name": name, "annotations": annotations},
+            "data": {"app.conf": "x"}}),
+        )
         .unwrap()
     };
     admin_cms
@@ -1595,7 +1618,10 @@ async fn beyond_injection_writes_are_fenced() {
         .await
         .unwrap();
     admin_cms
-        .create(&pp(), &configmap("replaced", json!({names::INJECT_BETA: "true"})))
+        .create(
+            &pp(),
+            &configmap("replaced", json!({names::INJECT_BETA: "true"})),
+        )
         .await
         .unwrap();
     let bundle = json!({"data": {names::SERVICE_CA_CRT: "CA"}});
@@ -1605,11 +1631,19 @@ async fn beyond_injection_writes_are_fenced() {
         cms.patch("merged", &merge(), &patch(bundle.clone())).await,
     );
     let changed = cms
-        .patch("merged", &merge(), &patch(json!({"data": {"app.conf": "y"}})))
+        .patch(
+            "merged",
+            &merge(),
+            &patch(json!({"data": {"app.conf": "y"}})),
+        )
         .await;
     denied("another key changed in merge mode", changed, &policy, rule);
     let removed = cms
-        .patch("merged", &merge(), &patch(json!({"data": {"app.conf": null}})))
+        .patch(
+            "merged",
+            &merge(),
+            &patch(json!({"data": {"app.conf": null}})),
+        )
         .await;
     denied("another key removed in merge mode", removed, &policy, rule);
     let kept = cms.patch("replaced", &merge(), &patch(bundle)).await;
