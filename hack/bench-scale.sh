@@ -43,7 +43,7 @@ requests() {
   k get --raw /metrics | awk '
     /^apiserver_request_total\{/ {
       verb = $0; sub(/.*verb="/, "", verb); sub(/".*/, "", verb)
-      res = $0; sub(/.*resource="/, "", res); sub(/".*/, "", res)
+      res = $0; sub(/.*[{,]resource="/, "", res); sub(/".*/, "", res)
       if (res ~ /^(secrets|services|configmaps|events|leases)$/) { sum[verb " " res] += $NF }
     }
     END { for (k in sum) print k, sum[k] }' | sort
@@ -129,31 +129,44 @@ EOF
   done
 done >"$work/configmaps.yaml"
 k create -f "$work/configmaps.yaml" >/dev/null
-bundle_count() { # how many injected ConfigMaps in scale-* hold bundle number $1 (sha256 prefix)
-  k get configmaps -A -o jsonpath='{range .items[*]}{.metadata.namespace}{" "}{.data.service-ca\.crt}{"\x1e"}{end}' |
-    tr '\x1e' '\n' | grep '^scale-' | cut -d' ' -f2- | while IFS= read -r b; do printf '%s' "$b" | sha256sum | cut -c1-16; done |
-    grep -c "^$1" || true
+# sha256 prefix of a bundle text, the same way for the published and the injected copies.
+bundle_hashes() { # stdin: `kubectl get configmaps -o json`; prints the hash of each injected scale-* bundle
+  python3 -c '
+import hashlib, json, sys
+for cm in json.load(sys.stdin)["items"]:
+    b = (cm.get("data") or {}).get("service-ca.crt")
+    if cm["metadata"]["namespace"].startswith("scale-") and b is not None:
+        print(hashlib.sha256(b.encode()).hexdigest()[:16])'
 }
-old_bundle="$(k -n openshift-service-ca get configmap signing-cabundle -o jsonpath='{.data.ca-bundle\.crt}' | sha256sum | cut -c1-16)"
+bundle_count() { # how many injected ConfigMaps in scale-* hold the bundle with hash $1
+  k get configmaps -A -o json | bundle_hashes | grep -c "^$1" || true
+}
+published_hash() {
+  k -n openshift-service-ca get configmap signing-cabundle -o json |
+    python3 -c 'import hashlib, json, sys; print(hashlib.sha256(json.load(sys.stdin)["data"]["ca-bundle.crt"].encode()).hexdigest()[:16])'
+}
+old_bundle="$(published_hash)"
 wait_for "first injection" "bundle_count $old_bundle" "$n_cm"
-old_signer="$(k -n scale-1 get service svc-1 -o jsonpath='{.metadata.annotations.service\.beta\.openshift\.io/serving-cert-signed-by}')"
+secret_versions() { # "namespace/name resourceVersion" of every issued serving Secret in scale-*
+  k get secrets -A -l app.kubernetes.io/managed-by=service-ca -o jsonpath='{range .items[*]}{.metadata.namespace}{"/"}{.metadata.name}{" "}{.metadata.resourceVersion}{"\n"}{end}' | grep '^scale-' || true
+}
+secret_versions >"$work/versions-before"
 sleep 3
 requests >"$work/req2"
 c0=$(cpu_s "$ctl")
 start=$(now_ms)
 k -n openshift-service-ca annotate secret signing-key service-ca.operators.openshift.io/force-rotation=bench >/dev/null
-until new_bundle="$(k -n openshift-service-ca get configmap signing-cabundle -o jsonpath='{.data.ca-bundle\.crt}' | sha256sum | cut -c1-16)" && [[ $new_bundle != "$old_bundle" ]]; do sleep 0.2; done
+until new_bundle="$(published_hash)" && [[ $new_bundle != "$old_bundle" ]]; do sleep 0.2; done
 wait_for "re-injection" "bundle_count $new_bundle" "$n_cm"
 cm_ms=$(( $(now_ms) - start ))
-resigned_count() { # Services signed by another CA than before the rotation
-  k get services -A -o jsonpath='{range .items[*]}{.metadata.annotations.service\.beta\.openshift\.io/serving-cert-signed-by}{"\n"}{end}' |
-    grep -v '^$' | grep -vcxF "$old_signer" || true
+resigned_count() { # scale-* serving Secrets rewritten since the rotation (a rotated CA keeps its subject)
+  secret_versions | awk 'NR == FNR { before[$1] = $2; next } ($1 in before) && before[$1] != $2 { n++ } END { print n + 0 }' "$work/versions-before" -
 }
 wait_for "re-issue" resigned_count "$n_svc"
 svc_ms=$(( $(now_ms) - start ))
 requests >"$work/req3"
 request_diff "$work/req2" "$work/req3" >"$work/rotation.req"
 cm_writes=$(awk '$2 == "configmaps" && $1 !~ /^(LIST|WATCH)$/ { s += $3 } END { print s + 0 }' "$work/rotation.req")
-echo "rotation: $n_cm ConfigMaps hold the new bundle after $cm_ms ms; all $n_svc Services re-signed after $svc_ms ms; controller CPU $(awk -v a="$c0" -v b="$(cpu_s "$ctl")" 'BEGIN { printf "%.2f", b - a }') s; peak RSS $(awk '/VmHWM/ {print $2}' /proc/$ctl/status) KiB"
+echo "rotation: $n_cm ConfigMaps hold the new bundle after $cm_ms ms; all $n_svc serving Secrets re-issued after $svc_ms ms; controller CPU $(awk -v a="$c0" -v b="$(cpu_s "$ctl")" 'BEGIN { printf "%.2f", b - a }') s; peak RSS $(awk '/VmHWM/ {print $2}' /proc/$ctl/status) KiB"
 echo "rotation requests on ConfigMaps (non-LIST/WATCH, includes the CA's own bundle ConfigMap): $cm_writes, $(per "$cm_writes" "$n_cm") per injection"
 sed 's/^/  /' "$work/rotation.req"
