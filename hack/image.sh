@@ -25,7 +25,10 @@ archive=service-ca-oci.tar
 
 start=$(date +%s)
 echo "image: cargo build --release (static, $target)..." >&2
-RUSTFLAGS="${RUSTFLAGS:-} -C target-feature=+crt-static" CARGO_INCREMENTAL=0 \
+# getrandom_backend: the getrandom crate would otherwise look for glibc's getrandom() with
+# dlsym, which a static binary cannot do, and fall back to opening /dev/urandom: the process
+# would then depend on /dev being mounted (found by tests/image.rs, whose chroot has no /dev).
+RUSTFLAGS="${RUSTFLAGS:-} -C target-feature=+crt-static --cfg getrandom_backend=\"linux_getrandom\"" CARGO_INCREMENTAL=0 \
   "$cargo" build --release --locked -p service-ca --target "$target" >&2
 binary="$root/target/$target/release/service-ca"
 

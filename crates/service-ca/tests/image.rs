@@ -473,10 +473,14 @@ enum Sandbox {
 impl Sandbox {
     /// Bind-mounts the rootfs onto itself read-only inside the private mount namespace, then
     /// chroots into it (as `$1`, when set) and execs the rest.
+    /// The host's tools are looked up on a fixed PATH: the environment is the image's, whose
+    /// PATH (if any) need not contain the host's sbin directories.
     const SCRIPT: &'static str = r#"root="$0"; user="$1"; shift
-mount --bind "$root" "$root" && mount -o remount,bind,ro "$root" || exit 97
-if [ -n "$user" ]; then exec chroot --userspec="$user" "$root" "$@"; fi
-exec chroot "$root" "$@""#;
+host_path=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin
+mount=$(PATH=$host_path command -v mount) && chroot=$(PATH=$host_path command -v chroot) || exit 96
+"$mount" --bind "$root" "$root" && "$mount" -o remount,bind,ro "$root" || exit 97
+if [ -n "$user" ]; then exec "$chroot" --userspec="$user" "$root" "$@"; fi
+exec "$chroot" "$root" "$@""#;
 
     fn for_this_process() -> Self {
         let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
