@@ -168,18 +168,28 @@ mod tests {
         cm
     }
 
-    #[tokio::test]
-    async fn terms_see_the_cache_then_changes_and_everything_when_they_lag() {
-        let (events_tx, events_rx) = tokio::sync::mpsc::unbounded_channel::<
-            Result<watcher::Event<ConfigMap>, watcher::Error>,
-        >();
+    type EventSender =
+        tokio::sync::mpsc::UnboundedSender<Result<watcher::Event<ConfigMap>, watcher::Error>>;
+
+    /// A cache whose watch events the test sends by hand, and its running feed.
+    fn fed_by_hand() -> (
+        WarmCache<ConfigMap>,
+        tokio::task::JoinHandle<()>,
+        EventSender,
+    ) {
+        let (events_tx, events_rx) = tokio::sync::mpsc::unbounded_channel();
         let events = futures::stream::unfold(events_rx, |mut rx| async move {
             rx.recv().await.map(|e| (e, rx))
         });
         let (cache, feed) = WarmCache::new("configmap", &CacheSync::default(), |writer| {
             events.reflect(writer).applied_objects()
         });
-        let feeder = tokio::spawn(feed);
+        (cache, tokio::spawn(feed), events_tx)
+    }
+
+    #[tokio::test]
+    async fn terms_see_the_cache_then_changes_and_everything_when_they_lag() {
+        let (cache, feeder, events_tx) = fed_by_hand();
         let send = |e| events_tx.send(Ok(e)).ok();
         send(watcher::Event::Init);
         send(watcher::Event::InitApply(cm("before")));
@@ -223,16 +233,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_term_that_subscribes_before_the_cache_fills_gets_it_despite_other_waiters() {
-        let (events_tx, events_rx) = tokio::sync::mpsc::unbounded_channel::<
-            Result<watcher::Event<ConfigMap>, watcher::Error>,
-        >();
-        let events = futures::stream::unfold(events_rx, |mut rx| async move {
-            rx.recv().await.map(|e| (e, rx))
-        });
-        let (cache, feed) = WarmCache::new("configmap", &CacheSync::default(), |writer| {
-            events.reflect(writer).applied_objects()
-        });
-        let _feeder = tokio::spawn(feed);
+        let (cache, _feeder, events_tx) = fed_by_hand();
         let mut term = Box::pin(cache.subscribe());
         assert!(futures::poll!(term.next()).is_pending());
         // Another waiter on the same store (the readiness probe, kube's Controller) registers
