@@ -97,18 +97,6 @@ fn ca_fields(ca: &SigningCa) -> Vec<u8> {
     ])
 }
 
-fn expiry(t: OffsetDateTime) -> String {
-    format!(
-        "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}Z",
-        t.year(),
-        u8::from(t.month()),
-        t.day(),
-        t.hour(),
-        t.minute(),
-        t.second()
-    )
-}
-
 #[test]
 #[ignore = "writes fuzz/corpus seeds and fuzz/fixtures/serving-ca"]
 fn regenerate_seeds() {
@@ -218,7 +206,7 @@ fn regenerate_seeds() {
         )
     };
     let secret_annotations = |not_after: OffsetDateTime| {
-        let e = expiry(not_after);
+        let e = service_ca_pki::rfc3339(not_after);
         format!(
             "{}={}\n{}=api\n{}={e}\n{}={e}\n{}=service-ca\n{}=x\n{}=1\n",
             names::ORIGINATING_UID_BETA,

@@ -89,21 +89,6 @@ fn generator() -> &'static Path {
     }
 }
 
-/// RFC 3339, UTC, truncated to whole seconds, `Z` suffix: the generator's `-now` and the
-/// format of the expiry annotations.
-fn rfc3339(t: time::OffsetDateTime) -> String {
-    let t = t.to_offset(time::UtcOffset::UTC);
-    format!(
-        "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}Z",
-        t.year(),
-        u8::from(t.month()),
-        t.day(),
-        t.hour(),
-        t.minute(),
-        t.second()
-    )
-}
-
 /// A scratch directory removed when dropped.
 struct ScratchDir(PathBuf);
 
@@ -250,7 +235,7 @@ struct Migrated {
 async fn create_openshift_state(ctx: &TestContext, with_legacy: bool) -> Migrated {
     let ns = &ctx.namespace;
     let scratch = ScratchDir(std::env::temp_dir().join(format!("service-ca-migration-{ns}")));
-    let now = rfc3339(time::OffsetDateTime::now_utc());
+    let now = service_ca_pki::rfc3339(time::OffsetDateTime::now_utc());
 
     // 1. Service manifests first: the API server assigns the UIDs the Secrets must carry.
     let first = Fixtures::generate(&scratch.0.join("first"), ns, &now, &BTreeMap::new());
@@ -526,7 +511,7 @@ fn assert_metadata_kept(name: &str, before: &Secret, after: &Secret, reissued: b
             ),
             names::EXPIRY_BETA | names::EXPIRY_ALPHA if reissued => assert_eq!(
                 new.get(key),
-                Some(&rfc3339(leaf(after).not_after)),
+                Some(&service_ca_pki::rfc3339(leaf(after).not_after)),
                 "{name}: {key} gives the new leaf's notAfter"
             ),
             _ => assert_eq!(

@@ -247,6 +247,21 @@ fn time_reason(
     None
 }
 
+/// RFC 3339 in UTC with whole seconds and a `Z` suffix (`2028-11-28T14:20:41Z`): the format of
+/// the expiry annotations and of every time the CLI prints.
+pub fn rfc3339(t: OffsetDateTime) -> String {
+    let t = t.to_offset(time::UtcOffset::UTC);
+    format!(
+        "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}Z",
+        t.year(),
+        u8::from(t.month()),
+        t.day(),
+        t.hour(),
+        t.minute(),
+        t.second()
+    )
+}
+
 /// docs/behavior.md §7.3 check plus an expiry check read from the certificate itself.
 ///
 /// Does not verify the leaf's signature nor look at `tls.key`; see [`verify_serving_secret`].

@@ -15,7 +15,7 @@ mod serving;
 pub use ca::{CaConfig, DEFAULT_CN_PREFIX, Rotation, SigningCa};
 pub use error::PkiError;
 pub use inspect::{
-    CertInfo, ReissueReason, cert_pem, needs_reissue, parse_pem_certs, pem_cert_ders,
+    CertInfo, ReissueReason, cert_pem, needs_reissue, parse_pem_certs, pem_cert_ders, rfc3339,
     verify_serving_secret,
 };
 pub use key::{KeyAlgorithm, KeyPool, PrivateKey, generate_key};

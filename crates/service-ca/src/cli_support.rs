@@ -394,19 +394,7 @@ pub fn confirm(question: &str, yes: bool) -> anyhow::Result<bool> {
     Ok(matches!(answer.trim(), "y" | "Y" | "yes" | "YES" | "Yes"))
 }
 
-/// RFC 3339 in UTC with whole seconds: `2028-11-28T14:20:41Z`.
-pub fn rfc3339(t: OffsetDateTime) -> String {
-    let t = t.to_offset(time::UtcOffset::UTC);
-    format!(
-        "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}Z",
-        t.year(),
-        u8::from(t.month()),
-        t.day(),
-        t.hour(),
-        t.minute(),
-        t.second()
-    )
-}
+pub use service_ca_pki::rfc3339;
 
 /// A rough human duration: `729d`, `5d 3h`, `3h 20m`, `45s`.
 pub fn human(d: Duration) -> String {

@@ -456,6 +456,21 @@ impl Recorder {
         );
         self.serving_secrets()
     }
+
+    /// Asserts that every serving Secret held exactly two certificates, one per CA, the second
+    /// signed by the CA whose subject key id is `new_ca_skid`: one rotation re-issued each once.
+    pub fn assert_reissued_once_by(&self, new_ca_skid: &[u8]) {
+        let per_secret = self.assert_one_certificate_per_ca();
+        let wrong: Vec<_> = per_secret.iter().filter(|(_, c)| **c != 2).collect();
+        assert!(
+            wrong.is_empty(),
+            "every Secret re-issued exactly once: {wrong:?}"
+        );
+        for name in per_secret.keys() {
+            let certs = self.certificates(name);
+            assert_eq!(certs[1].akid.as_deref(), Some(new_ca_skid), "{name}");
+        }
+    }
 }
 
 impl Drop for Recorder {

@@ -74,44 +74,27 @@ pub(crate) trait Workload:
     fn drop_status(&mut self);
 }
 
-impl Workload for Deployment {
-    const NAME: &'static str = "deployments";
-    fn template(&self) -> Option<&PodTemplateSpec> {
-        self.spec.as_ref().map(|s| &s.template)
-    }
-    fn template_mut(&mut self) -> Option<&mut PodTemplateSpec> {
-        self.spec.as_mut().map(|s| &mut s.template)
-    }
-    fn drop_status(&mut self) {
-        self.status = None;
-    }
+/// The three workload kinds keep their pod template at `spec.template` and a status beside it.
+macro_rules! workload {
+    ($kind:ty, $resource:literal) => {
+        impl Workload for $kind {
+            const NAME: &'static str = $resource;
+            fn template(&self) -> Option<&PodTemplateSpec> {
+                self.spec.as_ref().map(|s| &s.template)
+            }
+            fn template_mut(&mut self) -> Option<&mut PodTemplateSpec> {
+                self.spec.as_mut().map(|s| &mut s.template)
+            }
+            fn drop_status(&mut self) {
+                self.status = None;
+            }
+        }
+    };
 }
 
-impl Workload for StatefulSet {
-    const NAME: &'static str = "statefulsets";
-    fn template(&self) -> Option<&PodTemplateSpec> {
-        self.spec.as_ref().map(|s| &s.template)
-    }
-    fn template_mut(&mut self) -> Option<&mut PodTemplateSpec> {
-        self.spec.as_mut().map(|s| &mut s.template)
-    }
-    fn drop_status(&mut self) {
-        self.status = None;
-    }
-}
-
-impl Workload for DaemonSet {
-    const NAME: &'static str = "daemonsets";
-    fn template(&self) -> Option<&PodTemplateSpec> {
-        self.spec.as_ref().map(|s| &s.template)
-    }
-    fn template_mut(&mut self) -> Option<&mut PodTemplateSpec> {
-        self.spec.as_mut().map(|s| &mut s.template)
-    }
-    fn drop_status(&mut self) {
-        self.status = None;
-    }
-}
+workload!(Deployment, "deployments");
+workload!(StatefulSet, "statefulsets");
+workload!(DaemonSet, "daemonsets");
 
 fn pod_spec<K: Workload>(workload: &K) -> Option<&PodSpec> {
     workload.template().and_then(|t| t.spec.as_ref())

@@ -1010,18 +1010,9 @@ pub(crate) fn uses_beta_flavour(svc: &ServiceView<'_>) -> bool {
         .is_some_and(|a| a.contains_key(names::SECRET_NAME_BETA))
 }
 
-/// RFC 3339, UTC, whole seconds, `Z` suffix (docs/behavior.md §3.1 #13).
+/// The expiry annotations' format (docs/behavior.md §3.1 #13).
 pub(crate) fn format_expiry(t: OffsetDateTime) -> String {
-    let t = t.to_offset(time::UtcOffset::UTC);
-    format!(
-        "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}Z",
-        t.year(),
-        u8::from(t.month()),
-        t.day(),
-        t.hour(),
-        t.minute(),
-        t.second()
-    )
+    service_ca_pki::rfc3339(t)
 }
 
 /// Consecutive failures recorded on the Service: beta counter if non-empty, else alpha; a
