@@ -9,23 +9,10 @@
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$root"
-testenv="$(bash testenv/build.sh)"
-kubectl="$(dirname "$testenv")/kubectl"
+source hack/lib.sh
 cargo build --release -q -p service-ca
-work="$(mktemp -d)"
-pids=()
-cleanup() {
-  for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
-  wait 2>/dev/null || true
-  rm -rf "$work"
-}
-trap cleanup EXIT
-
-"$testenv" up --data-dir "$work/testenv" --kubeconfig "$work/kubeconfig" >"$work/testenv.out" 2>"$work/testenv.err" &
-pids+=($!)
-for _ in $(seq 1 600); do grep -q '^ready ' "$work/testenv.out" && break; sleep 0.2; done
+start_control_plane
 grep '^ready ' "$work/testenv.out" | sed 's/^/control plane: /'
-k() { "$kubectl" --kubeconfig "$work/kubeconfig" "$@"; }
 k create namespace openshift-service-ca >/dev/null
 
 target/release/service-ca run --kubeconfig "$work/kubeconfig" --admin-addr 127.0.0.1:0 \

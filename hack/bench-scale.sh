@@ -17,24 +17,11 @@ cd "$root"
 n_svc=${SCALE_SERVICES:-2000}
 n_cm=${SCALE_CONFIGMAPS:-1000}
 keygen_ms=${KEYGEN_MEAN_MS:-52}
-testenv="$(bash testenv/build.sh)"
-kubectl="$(dirname "$testenv")/kubectl"
+source hack/lib.sh
 cargo build --release -q -p service-ca
 cargo build --release -q -p service-ca-testing --example latency
 latency="$root/target/release/examples/latency"
-work="$(mktemp -d)"
-pids=()
-cleanup() {
-  for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
-  wait 2>/dev/null || true
-  rm -rf "$work"
-}
-trap cleanup EXIT
-
-"$testenv" up --data-dir "$work/testenv" --kubeconfig "$work/kubeconfig" >"$work/testenv.out" 2>"$work/testenv.err" &
-pids+=($!)
-for _ in $(seq 1 600); do grep -q '^ready ' "$work/testenv.out" && break; sleep 0.2; done
-k() { "$kubectl" --kubeconfig "$work/kubeconfig" "$@"; }
+start_control_plane
 now_ms() { date +%s%3N; }
 tck=$(getconf CLK_TCK)
 cpu_s() { awk -v t="$tck" '{ printf "%.2f", ($14 + $15) / t }' "/proc/$1/stat"; }

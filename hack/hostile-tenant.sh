@@ -10,23 +10,18 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 n=${1:-1000}
 bin=${2:-target/release/service-ca}
 [[ -x $bin ]] || cargo build --release -p service-ca >&2
-te=$(bash testenv/build.sh)
-kubectl="$(dirname "$te")/kubectl"
-dir=$(mktemp -d)
-trap 'kill $(jobs -p) 2>/dev/null; wait 2>/dev/null; rm -rf "$dir"' EXIT
-"$te" up --data-dir "$dir/cp" >"$dir/up.log" 2>&1 &
-for _ in $(seq 90); do grep -q 'ready kubeconfig' "$dir/up.log" && break; sleep 1; done
-kc=$(grep -o 'kubeconfig=[^ ]*' "$dir/up.log" | cut -d= -f2)
-k() { "$kubectl" --kubeconfig "$kc" "$@"; }
+source hack/lib.sh
+start_control_plane
 k create namespace openshift-service-ca >/dev/null
 k create namespace tenant >/dev/null
-"$bin" run --kubeconfig "$kc" --admin-addr 127.0.0.1:0 >"$dir/controller.log" 2>&1 &
+"$bin" run --kubeconfig "$work/kubeconfig" --admin-addr 127.0.0.1:0 >"$work/controller.log" 2>&1 &
 pid=$!
+pids+=("$pid")
 sleep 15
 hwm() { awk '/VmHWM/ {print $2}' "/proc/$pid/status"; }
 rss() { awk '/VmRSS/ {print $2}' "/proc/$pid/status"; }
 echo "before: RSS $(rss) KiB, peak $(hwm) KiB"
-python3 - "$n" "$dir/objs" <<'PY'
+python3 - "$n" "$work/objs" <<'PY'
 import json, os, sys
 n, out = int(sys.argv[1]), sys.argv[2]
 os.makedirs(out)
@@ -41,7 +36,7 @@ for b in range(0, n, 50):
     json.dump({"apiVersion": "v1", "kind": "List", "items": items}, open(f"{out}/{b:06}.json", "w"))
 PY
 start=$(date +%s)
-for f in "$dir"/objs/*.json; do k create -f "$f" >/dev/null; done
+for f in "$work"/objs/*.json; do k create -f "$f" >/dev/null; done
 echo "created $n Services and $n annotated ConfigMaps (~200 KiB annotations each) in $(( $(date +%s) - start )) s"
 sleep 20
 echo "after:  RSS $(rss) KiB, peak $(hwm) KiB"

@@ -12,23 +12,10 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 n=${1:-500}
 bin=${2:-target/release/service-ca}
 [[ -x $bin ]] || cargo build --release -q -p service-ca
-testenv="$(bash testenv/build.sh)"
-kubectl="$(dirname "$testenv")/kubectl"
-work="$(mktemp -d)"
-pids=()
-cleanup() {
-  for p in "${pids[@]}"; do kill -9 "$p" 2>/dev/null || true; done
-  wait 2>/dev/null || true
-  rm -rf "$work"
-}
-trap cleanup EXIT
+source hack/lib.sh
+start_control_plane
 now() { date +%s.%N; }
 elapsed() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.2f s", b - a }'; }
-
-"$testenv" up --data-dir "$work/testenv" --kubeconfig "$work/kubeconfig" >"$work/testenv.out" 2>"$work/testenv.err" &
-pids+=($!)
-for _ in $(seq 1 600); do grep -q '^ready ' "$work/testenv.out" && break; sleep 0.2; done
-k() { "$kubectl" --kubeconfig "$work/kubeconfig" "$@"; }
 k create namespace openshift-service-ca >/dev/null
 k create namespace load >/dev/null
 {
@@ -59,18 +46,18 @@ EOF
 k create -f "$work/load.yaml" >/dev/null
 
 replica() {
-  local name=$1 port=$2
+  local name=$1
   POD_NAME=$name RUST_LOG=warn "$bin" run --kubeconfig "$work/kubeconfig" \
-    --admin-addr "127.0.0.1:$port" >"$work/$name.log" 2>&1 &
+    --admin-addr 127.0.0.1:0 >"$work/$name.log" 2>&1 &
   pids+=($!)
-  echo $!
 }
 issued() { k get secrets -n load --no-headers 2>/dev/null | grep -c kubernetes.io/tls || true; }
 holder() { k get lease -n openshift-service-ca -o jsonpath='{.items[0].spec.holderIdentity}' 2>/dev/null || true; }
 
-a=$(replica replica-a 18181)
+replica replica-a
+a=$!
 for _ in $(seq 1 100); do [[ $(holder) == replica-a ]] && break; sleep 0.2; done
-b=$(replica replica-b 18182)
+replica replica-b
 start=$(now)
 until [[ $(issued) -ge $n ]]; do sleep 1; done
 echo "setup: $n Services issued by replica-a in $(elapsed "$start" "$(now)")"
