@@ -52,6 +52,7 @@ pub struct Metrics {
     tracked_services: Gauge<i64, AtomicI64>,
     leader: Gauge<i64, AtomicI64>,
     ready: Gauge<i64, AtomicI64>,
+    runtime_tasks: Gauge<i64, AtomicI64>,
     encode_lock: Mutex<()>,
 }
 
@@ -139,6 +140,12 @@ impl Metrics {
             "1 when caches are synced and a usable CA is loaded",
             ready.clone(),
         );
+        let runtime_tasks = Gauge::<i64, AtomicI64>::default();
+        registry.register(
+            "service_ca_runtime_tasks",
+            "Tasks alive in the async runtime when scraped (flat when idle; growth means a leak)",
+            runtime_tasks.clone(),
+        );
         Self {
             registry,
             ca_expiry,
@@ -153,6 +160,7 @@ impl Metrics {
             tracked_services,
             leader,
             ready,
+            runtime_tasks,
             encode_lock: Mutex::new(()),
         }
     }
@@ -258,10 +266,38 @@ impl Metrics {
     /// Text exposition format.
     pub fn encode(&self) -> String {
         let _guard = self.encode_lock.lock();
+        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+            let tasks = runtime.metrics().num_alive_tasks();
+            self.runtime_tasks
+                .set(i64::try_from(tasks).unwrap_or(i64::MAX));
+        }
         let mut out = String::new();
         if prometheus_client::encoding::text::encode(&mut out, &self.registry).is_err() {
             out.clear();
         }
         out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_scrape_reports_the_runtimes_live_tasks() {
+        let metrics = Metrics::new();
+        let gauge = |text: &str| {
+            text.lines()
+                .find_map(|l| l.strip_prefix("service_ca_runtime_tasks "))
+                .and_then(|v| v.parse::<i64>().ok())
+        };
+        let before = gauge(&metrics.encode()).expect("the gauge is exported");
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let parked = tokio::spawn(async move {
+            let _ = stopped.await;
+        });
+        assert_eq!(gauge(&metrics.encode()), Some(before + 1));
+        let _ = stop.send(());
+        let _ = parked.await;
     }
 }
