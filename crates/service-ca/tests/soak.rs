@@ -2,7 +2,9 @@
 //! churn against one control plane and the binary in `SERVICE_CA_BIN` (the release build):
 //! Services created, deleted and annotation-edited, serving Secrets deleted, ConfigMaps created
 //! and annotated for injection, a forced CA rotation every 100 s and a controller restart every
-//! 150 s (SIGTERM and SIGKILL in turn). The controller's RSS and CPU time are sampled every 5 s.
+//! `SOAK_RESTART_SECONDS` (default 150; 0: one process for the whole run, which is what shows a
+//! slow leak), SIGTERM and SIGKILL in turn. The controller's RSS, open file descriptors, threads
+//! and CPU time are sampled every 5 s, and the first and last quarter of the samples compared.
 //! At the end the churn stops and every invariant of the fault tests is checked: everything
 //! converges, no invalid version was ever written, no Secret the churn did not touch was issued
 //! twice by one CA, and only Secrets the churn deleted (or whose Service it deleted) went away.
@@ -26,7 +28,6 @@ use service_ca_testing::witness::Recorder;
 
 const NS: &str = "soak";
 const ROTATE_EVERY: Duration = Duration::from_secs(100);
-const RESTART_EVERY: Duration = Duration::from_secs(150);
 const SAMPLE_EVERY: Duration = Duration::from_secs(5);
 /// One churn action per tick.
 const TICK: Duration = Duration::from_millis(500);
@@ -203,6 +204,17 @@ async fn soak() {
         .and_then(|m| m.parse().ok())
         .unwrap_or(20.0);
     let length = Duration::from_secs_f64(minutes * 60.0);
+    let restart_every = match std::env::var("SOAK_RESTART_SECONDS") {
+        Ok(s) => s
+            .parse::<u64>()
+            .expect("SOAK_RESTART_SECONDS: whole seconds"),
+        Err(_) => 150,
+    };
+    // Zero: never (the next restart lies beyond the end of the run).
+    let restart_every = match restart_every {
+        0 => length + Duration::from_secs(1),
+        s => Duration::from_secs(s),
+    };
     let seed = Rng::seed_from_env("SOAK_SEED");
     let mut rng = Rng::new(seed);
     let dir = std::env::var_os("SOAK_DIR")
@@ -239,7 +251,7 @@ async fn soak() {
 
     let started = Instant::now();
     let (mut next_rotation, mut next_restart, mut next_sample) =
-        (ROTATE_EVERY, RESTART_EVERY, Duration::ZERO);
+        (ROTATE_EVERY, restart_every, Duration::ZERO);
     let mut rotations = 0u32;
     while started.elapsed() < length {
         let now = started.elapsed();
@@ -255,7 +267,7 @@ async fn soak() {
         if now >= next_restart {
             let kill = controller.restarts % 2 == 1;
             controller.restart(&env, &log, kill).await;
-            next_restart += RESTART_EVERY;
+            next_restart += restart_every;
         }
         churn.act(&mut rng, &client).await;
         tokio::time::sleep(TICK).await;
@@ -335,17 +347,46 @@ async fn soak() {
         elapsed.as_secs_f64() / 60.0,
         100.0 * cpu_total.as_secs_f64() / elapsed.as_secs_f64()
     );
-    eprintln!("  samples (minute: RSS MiB, CPU s so far):");
+    eprintln!(
+        "  trend, mean of the first vs the last quarter of the samples{}:",
+        if controller.restarts == 0 {
+            " (one process throughout)"
+        } else {
+            " (across restarts: SOAK_RESTART_SECONDS=0 shows slow growth)"
+        }
+    );
+    let usages: Vec<Usage> = controller.samples.iter().map(|(_, u, _)| *u).collect();
+    for (what, value) in [
+        ("RSS MiB", (|u: &Usage| mib(u.rss)) as fn(&Usage) -> f64),
+        ("open fds", |u| u.open_fds as f64),
+        ("threads", |u| u.threads as f64),
+    ] {
+        let (first, last) = quarter_means(&usages, value);
+        eprintln!("    {what:<9} {first:>7.1} -> {last:>7.1}");
+    }
+    eprintln!("  samples (minute: RSS MiB, open fds, threads, CPU s so far):");
     let mut minute = 0;
     for (at, usage, cpu) in &controller.samples {
         if at.as_secs() / 60 >= minute {
             eprintln!(
-                "    {:>5.1}: {:>6.1} {:>7.1}",
+                "    {:>5.1}: {:>6.1} {:>4} {:>3} {:>7.1}",
                 at.as_secs_f64() / 60.0,
                 mib(usage.rss),
+                usage.open_fds,
+                usage.threads,
                 cpu.as_secs_f64()
             );
             minute = at.as_secs() / 60 + 1;
         }
     }
+}
+
+/// Mean of `value` over the first and over the last quarter of `samples`.
+fn quarter_means(samples: &[Usage], value: fn(&Usage) -> f64) -> (f64, f64) {
+    let quarter = (samples.len() / 4).max(1).min(samples.len());
+    let mean = |part: &[Usage]| part.iter().map(value).sum::<f64>() / part.len().max(1) as f64;
+    (
+        mean(&samples[..quarter]),
+        mean(&samples[samples.len() - quarter..]),
+    )
 }

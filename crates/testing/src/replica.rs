@@ -113,7 +113,7 @@ impl Replica {
         crate::container::wait_until_ready(&mut self.child, self.admin, "/readyz", timeout).await
     }
 
-    /// Resident set size and CPU time (user + system) so far, from /proc.
+    /// Resident set size, CPU time (user + system) so far, open fds and threads, from /proc.
     pub fn usage(&self) -> Option<Usage> {
         usage(self.pid)
     }
@@ -138,6 +138,10 @@ pub struct Usage {
     pub peak_rss: u64,
     /// CPU time, user + system.
     pub cpu: Duration,
+    /// Open file descriptors (sockets included).
+    pub open_fds: u64,
+    /// OS threads.
+    pub threads: u64,
 }
 
 /// [`Usage`] of process `pid` (None once it is gone).
@@ -162,6 +166,11 @@ pub fn usage(pid: u32) -> Option<Usage> {
         rss: kib("VmRSS:")?,
         peak_rss: kib("VmHWM:")?,
         cpu: Duration::from_millis(total * 10),
+        open_fds: std::fs::read_dir(format!("/proc/{pid}/fd")).ok()?.count() as u64,
+        threads: status
+            .lines()
+            .find_map(|l| l.strip_prefix("Threads:"))
+            .and_then(|v| v.trim().parse().ok())?,
     })
 }
 
