@@ -163,3 +163,73 @@ async fn write_fights_are_detected_and_bounded() {
     bundle_fight.abort();
     running.stop().await;
 }
+
+/// Rewrites for service-ca's own reasons are not fights: six CA rotations in a row (more than
+/// the fight limit of 5 writes in 10 minutes) re-issue the serving Secret and re-inject the
+/// ConfigMap every time, with no `WriteFightDetected`. Found by a soak without restarts, where
+/// forced rotations every 100 s left every injected ConfigMap and serving Secret alone.
+#[tokio::test]
+async fn repeated_ca_rotations_are_not_write_fights() {
+    use k8s_openapi::api::core::v1::{ConfigMap, Event};
+    use kube::api::{ListParams, Patch, PatchParams, PostParams};
+    use serde_json::json;
+    use std::time::Duration;
+
+    let ctx = TestContext::new("res-rotations").await.unwrap();
+    let running = controller(&ctx, |_| {}).await;
+    let services: Api<Service> = ctx.api();
+    let secrets: Api<Secret> = ctx.api();
+    let configmaps: Api<ConfigMap> = ctx.api();
+    request_certificate(&services, "web", "web-tls").await;
+    let cm: ConfigMap = serde_json::from_value(
+        json!({"metadata": {"name": "trust", "annotations": {names::INJECT_BETA: "true"}}}),
+    )
+    .unwrap();
+    configmaps
+        .create(&PostParams::default(), &cm)
+        .await
+        .unwrap();
+
+    let mut bundle = common::current_bundle(&running);
+    for round in 1..=6 {
+        let reason = format!("round-{round}");
+        secrets
+            .patch(
+                names::DEFAULT_CA_SECRET,
+                &PatchParams::default(),
+                &Patch::Merge(
+                    json!({"metadata": {"annotations": {names::FORCE_ROTATION_REQUEST: reason}}}),
+                ),
+            )
+            .await
+            .unwrap();
+        bundle = common::wait_for_new_bundle(&running, &bundle, Duration::from_secs(60)).await;
+        let skid = running.ca.borrow().as_ref().expect("CA loaded").skid();
+        common::wait_configmap(&configmaps, "trust", &format!("bundle {round}"), |c| {
+            c.data
+                .as_ref()
+                .and_then(|d| d.get(names::SERVICE_CA_CRT))
+                .is_some_and(|b| *b == bundle)
+        })
+        .await;
+        wait_secret(&secrets, "web-tls", &format!("re-issued {round}"), |s| {
+            data(s, names::TLS_CRT)
+                .and_then(|crt| service_ca_pki::parse_pem_certs(&crt).ok())
+                .and_then(|certs| certs.into_iter().next())
+                .is_some_and(|leaf| leaf.akid.as_deref() == Some(skid.as_slice()))
+        })
+        .await;
+    }
+    let events: Api<Event> = ctx.api();
+    let fights: Vec<_> = events
+        .list(&ListParams::default())
+        .await
+        .unwrap()
+        .items
+        .into_iter()
+        .filter(|e| e.reason.as_deref() == Some("WriteFightDetected"))
+        .map(|e| e.message.unwrap_or_default())
+        .collect();
+    assert!(fights.is_empty(), "{fights:?}");
+    running.stop().await;
+}

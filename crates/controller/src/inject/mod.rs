@@ -390,6 +390,16 @@ impl WrittenVersions {
         }
     }
 
+    /// Whether our last write to `object` put this same bundle there: writing it again means
+    /// someone else changed it since (a new bundle after a CA change is not a fight).
+    fn restores(&self, object: &str, bundle: &str) -> bool {
+        self.versions
+            .lock()
+            .ok()
+            .and_then(|v| v.get(object).map(|(_, hash)| *hash == bundle_hash(bundle)))
+            .unwrap_or(false)
+    }
+
     /// Records the version our write produced (None: forget the object).
     fn record(&self, object: &str, version: Option<String>, bundle: &str) {
         let Ok(mut versions) = self.versions.lock() else {
@@ -658,6 +668,7 @@ async fn write_patch<K: Target>(
     };
     let name = before.name.as_deref().unwrap_or_default();
     let after = api.patch(name, &pp, &patch).await?;
+    let restores = kind.written.restores(object, bundle);
     kind.written
         .record(object, after.meta().resource_version.clone(), bundle);
     if after.meta().resource_version == before.resource_version {
@@ -666,7 +677,7 @@ async fn write_patch<K: Target>(
     }
     ctx.metrics.wrote(flavor.name);
     info!(kind = flavor.name, %object, "CA bundle injected");
-    if let Verdict::FightStarted(_) = kind.fights.record(object) {
+    if restores && let Verdict::FightStarted(_) = kind.fights.record(object) {
         let other = crate::fights::other_manager(before.managed_fields.as_ref());
         warn!(kind = flavor.name, %object, %other, "write fight detected");
         ctx.events
@@ -945,5 +956,23 @@ mod tests {
         ])));
         assert_eq!(Flavor::legacy("SA").bundle("CA".into()), "CASA\n");
         assert_eq!(Flavor::standard::<ConfigMap>().bundle("CA".into()), "CA");
+    }
+
+    #[test]
+    fn only_rewriting_the_bundle_we_last_wrote_is_a_restore() {
+        let written = WrittenVersions {
+            versions: Default::default(),
+            exists: Box::new(|_| true),
+            cached: Box::new(|| 1),
+        };
+        assert!(!written.restores("ns/a", "old"), "never written");
+        written.record("ns/a", Some("1".into()), "old");
+        assert!(
+            written.restores("ns/a", "old"),
+            "someone changed our bundle"
+        );
+        assert!(!written.restores("ns/a", "new"), "a new CA's bundle");
+        written.record("ns/a", None, "old");
+        assert!(!written.restores("ns/a", "old"), "forgotten");
     }
 }

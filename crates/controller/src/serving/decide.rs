@@ -128,6 +128,25 @@ pub(crate) enum IssueReason {
 }
 
 impl IssueReason {
+    /// Whether this issuance undoes what another writer did to a Secret service-ca wrote (its
+    /// data damaged or replaced): only such writes count toward a write fight. Re-issues for
+    /// service-ca's own reasons (a new CA, renewal, the Service's own changes, a request) never
+    /// do, and a deleted Secret is always re-created: deletion is the documented way to re-issue.
+    pub(crate) fn undoes_another_writer(&self) -> bool {
+        match self {
+            IssueReason::Missing | IssueReason::Requested | IssueReason::KeyAlgorithm => false,
+            IssueReason::Certificate(reason) => matches!(
+                reason,
+                ReissueReason::Missing
+                    | ReissueReason::Unparsable
+                    | ReissueReason::BadSignature
+                    | ReissueReason::KeyMissing
+                    | ReissueReason::KeyUnparsable
+                    | ReissueReason::KeyMismatch
+            ),
+        }
+    }
+
     /// Short stable name, used in logs and Events.
     pub(crate) fn as_str(&self) -> &'static str {
         match self {
@@ -154,6 +173,12 @@ pub(crate) struct Tidy {
 }
 
 impl Tidy {
+    /// Whether this repair undoes another writer's change (keys added, the label, annotations
+    /// or ownerReference altered); rewriting stale extra keys after a CA change does not.
+    pub(crate) fn undoes_another_writer(&self) -> bool {
+        !self.remove_keys.is_empty() || self.owner_reference || self.metadata
+    }
+
     fn is_empty(&self) -> bool {
         self.remove_keys.is_empty()
             && self.write_keys.is_empty()
@@ -2254,5 +2279,39 @@ mod tests {
             format_expiry(datetime!(2028-11-28 14:20:41.9 UTC)),
             "2028-11-28T14:20:41Z"
         );
+    }
+
+    #[test]
+    fn only_repairs_of_another_writers_damage_count_toward_a_fight() {
+        use ReissueReason as R;
+        let table = [
+            (IssueReason::Missing, false),
+            (IssueReason::Requested, false),
+            (IssueReason::KeyAlgorithm, false),
+            (IssueReason::Certificate(R::WrongIssuer), false),
+            (IssueReason::Certificate(R::NearExpiry), false),
+            (IssueReason::Certificate(R::Expired), false),
+            (IssueReason::Certificate(R::WrongNames), false),
+            (IssueReason::Certificate(R::UidMismatch), false),
+            (IssueReason::Certificate(R::Missing), true),
+            (IssueReason::Certificate(R::Unparsable), true),
+            (IssueReason::Certificate(R::BadSignature), true),
+            (IssueReason::Certificate(R::KeyMissing), true),
+            (IssueReason::Certificate(R::KeyUnparsable), true),
+            (IssueReason::Certificate(R::KeyMismatch), true),
+        ];
+        for (reason, counts) in table {
+            assert_eq!(reason.undoes_another_writer(), counts, "{reason:?}");
+        }
+        let stale_store = Tidy {
+            write_keys: vec![names::TRUSTSTORE_P12.into()],
+            ..Tidy::default()
+        };
+        assert!(!stale_store.undoes_another_writer());
+        let label_stripped = Tidy {
+            metadata: true,
+            ..Tidy::default()
+        };
+        assert!(label_stripped.undoes_another_writer());
     }
 }

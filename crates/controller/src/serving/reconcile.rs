@@ -580,7 +580,8 @@ async fn issue(
     subject: &Subject<'_>,
     reason: IssueReason,
 ) -> Result<Next, ServingError> {
-    if let Some(wait) = left_alone(ctx, subject) {
+    let undoes = reason.undoes_another_writer();
+    if undoes && let Some(wait) = left_alone(ctx, subject) {
         return Ok(Some(wait));
     }
     let issued = sign(ctx, subject).await?;
@@ -608,7 +609,9 @@ async fn issue(
     );
     write_secret(ctx, subject, desired).await?;
     ctx.metrics.wrote(CONTROLLER);
-    record_write(ctx, subject).await;
+    if undoes {
+        record_write(ctx, subject).await;
+    }
     ctx.metrics.issued(
         subject.view.namespace,
         subject.secret_name,
@@ -720,7 +723,8 @@ async fn repair(
     let Some(live) = subject.live else {
         return Ok(Some(Duration::from_secs(1)));
     };
-    if let Some(wait) = left_alone(ctx, subject) {
+    let undoes = tidy.undoes_another_writer();
+    if undoes && let Some(wait) = left_alone(ctx, subject) {
         return Ok(Some(wait));
     }
     let desired = desired_metadata(
@@ -788,7 +792,9 @@ async fn repair(
         .patch(subject.secret_name, &pp, &Patch::Merge(patch))
         .await?;
     ctx.metrics.wrote(CONTROLLER);
-    record_write(ctx, subject).await;
+    if undoes {
+        record_write(ctx, subject).await;
+    }
     info!(secret = subject.secret_name, removed_keys = ?tidy.remove_keys, written_keys = ?tidy.write_keys, "repaired secret metadata");
     // The patch's own watch event brings the Secret back for a final up-to-date check.
     Ok(Some(Duration::from_secs(1)))
