@@ -578,7 +578,10 @@ where
         // Our own write coming back.
         return Ok(Action::await_change());
     }
-    if let Some(until) = kind.fights.paused_until(&object) {
+    // Left alone while fought over, unless a new bundle is due (a new CA always gets through).
+    if kind.written.restores(&object, &bundle)
+        && let Some(until) = kind.fights.paused_until(&object)
+    {
         debug!(kind = flavor.name, %object, "left alone: another writer keeps undoing the injection");
         let wait = until.saturating_duration_since(tokio::time::Instant::now());
         return Ok(Action::requeue(wait.max(Duration::from_secs(1))));
