@@ -92,8 +92,11 @@ async fn a_leader_frozen_mid_rotation_writes_nothing_once_resumed() {
         (recorder.ca_certificates().len() == 2 && n >= SERVICES / 10).then_some(n)
     })
     .await;
-    let stopped_at = Timestamp::now();
     old.signal("STOP");
+    // Taken once every thread is stopped: `kill` takes milliseconds under load, and what the
+    // leader decided in that time is legitimately before the freeze.
+    old.wait_stopped();
+    let stopped_at = Timestamp::now();
     let stopped = Instant::now();
     tokio::time::sleep(Duration::from_millis(500)).await;
     let frozen_with = reissued(&recorder);

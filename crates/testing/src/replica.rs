@@ -85,6 +85,31 @@ impl Replica {
         assert!(status.success(), "kill -{signal} {}: {status}", self.pid);
     }
 
+    /// Waits until every thread of the process is stopped (after SIGSTOP): a timestamp taken
+    /// afterwards is later than anything the process did before the freeze.
+    pub fn wait_stopped(&self) {
+        let thread_stopped = |stat: std::io::Result<String>| {
+            stat.ok()
+                .and_then(|s| {
+                    s.rsplit_once(')')
+                        .map(|(_, rest)| rest.trim_start().starts_with('T'))
+                })
+                .unwrap_or(true) // gone: it does nothing more either
+        };
+        for _ in 0..5000 {
+            let all = std::fs::read_dir(format!("/proc/{}/task", self.pid)).map(|tasks| {
+                tasks
+                    .flatten()
+                    .all(|t| thread_stopped(std::fs::read_to_string(t.path().join("stat"))))
+            });
+            if all.unwrap_or(true) {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        panic!("process {} did not stop within 5 s", self.pid);
+    }
+
     /// SIGKILL, and waits until the process is gone.
     pub async fn kill(mut self) {
         self.signal("KILL");
