@@ -171,7 +171,7 @@ async fn write_fights_are_detected_and_bounded() {
 #[tokio::test]
 async fn repeated_ca_rotations_are_not_write_fights() {
     use k8s_openapi::api::core::v1::{ConfigMap, Event};
-    use kube::api::{ListParams, Patch, PatchParams, PostParams};
+    use kube::api::{ListParams, PostParams};
     use serde_json::json;
     use std::time::Duration;
 
@@ -192,17 +192,7 @@ async fn repeated_ca_rotations_are_not_write_fights() {
 
     let mut bundle = common::current_bundle(&running);
     for round in 1..=6 {
-        let reason = format!("round-{round}");
-        secrets
-            .patch(
-                names::DEFAULT_CA_SECRET,
-                &PatchParams::default(),
-                &Patch::Merge(
-                    json!({"metadata": {"annotations": {names::FORCE_ROTATION_REQUEST: reason}}}),
-                ),
-            )
-            .await
-            .unwrap();
+        common::force_rotation(&secrets, &format!("round-{round}")).await;
         bundle = common::wait_for_new_bundle(&running, &bundle, Duration::from_secs(60)).await;
         let skid = running.ca.borrow().as_ref().expect("CA loaded").skid();
         common::wait_configmap(&configmaps, "trust", &format!("bundle {round}"), |c| {

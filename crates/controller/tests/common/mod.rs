@@ -117,6 +117,20 @@ pub async fn wait_configmap(
     .await
 }
 
+/// Asks for a CA rotation with `reason` (the annotation an administrator sets on the CA Secret).
+pub async fn force_rotation(secrets: &Api<Secret>, reason: &str) {
+    secrets
+        .patch(
+            service_ca_controller::names::DEFAULT_CA_SECRET,
+            &kube::api::PatchParams::default(),
+            &kube::api::Patch::Merge(json!({"metadata": {"annotations": {
+                service_ca_controller::names::FORCE_ROTATION_REQUEST: reason
+            }}})),
+        )
+        .await
+        .unwrap_or_else(|e| panic!("force rotation {reason}: {e}"));
+}
+
 /// The annotation value, if set.
 pub fn annotation<'a>(meta: &'a kube::api::ObjectMeta, key: &str) -> Option<&'a str> {
     meta.annotations.as_ref()?.get(key).map(String::as_str)
