@@ -578,10 +578,11 @@ where
         // Our own write coming back.
         return Ok(Action::await_change());
     }
-    // Left alone while fought over, unless a new bundle is due (a new CA always gets through).
-    if kind.written.restores(&object, &bundle)
-        && let Some(until) = kind.fights.paused_until(&object)
-    {
+    // Writing the bundle we last wrote there again undoes someone else's change: only that
+    // counts toward a fight, and only that is held back while fought over (a new CA's bundle
+    // always gets through).
+    let restores = kind.written.restores(&object, &bundle);
+    if restores && let Some(until) = kind.fights.paused_until(&object) {
         debug!(kind = flavor.name, %object, "left alone: another writer keeps undoing the injection");
         let wait = until.saturating_duration_since(tokio::time::Instant::now());
         return Ok(Action::requeue(wait.max(Duration::from_secs(1))));
@@ -596,7 +597,7 @@ where
         // One write, straight from the event: its resourceVersion is the precondition, so a
         // conflict means newer state is on its way.
         let reference = meta.object_ref(&());
-        match write_patch(kind, &api, &meta.metadata, &object, body, &bundle).await {
+        match write_patch(kind, &api, &meta.metadata, &object, body, &bundle, restores).await {
             Ok(()) => {
                 if !removed_data_keys.is_empty() {
                     report_replaced_data(kind, reference, &object, &removed_data_keys).await;
@@ -636,7 +637,7 @@ where
             body,
             removed_data_keys,
         } => {
-            write_patch(kind, &api, live.meta(), &object, body, &bundle).await?;
+            write_patch(kind, &api, live.meta(), &object, body, &bundle, restores).await?;
             if !removed_data_keys.is_empty() {
                 report_replaced_data(kind, live.object_ref(&()), &object, &removed_data_keys).await;
             }
@@ -646,7 +647,8 @@ where
 }
 
 /// Sends the injection patch (conditional on the resourceVersion in `before`), remembers the
-/// version it produced, and reports a write fight when this write starts one.
+/// version it produced, and, when it `restores` our last bundle, reports a write fight if this
+/// write starts one.
 async fn write_patch<K: Target>(
     kind: &KindContext,
     api: &Api<K>,
@@ -654,6 +656,7 @@ async fn write_patch<K: Target>(
     object: &str,
     body: PatchBody,
     bundle: &str,
+    restores: bool,
 ) -> Result<(), InjectError> {
     let (ctx, flavor) = (kind.shared.as_ref(), &kind.flavor);
     let mut pp = PatchParams {
@@ -671,7 +674,6 @@ async fn write_patch<K: Target>(
     };
     let name = before.name.as_deref().unwrap_or_default();
     let after = api.patch(name, &pp, &patch).await?;
-    let restores = kind.written.restores(object, bundle);
     kind.written
         .record(object, after.meta().resource_version.clone(), bundle);
     if after.meta().resource_version == before.resource_version {
