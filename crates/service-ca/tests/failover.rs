@@ -95,7 +95,7 @@ async fn a_leader_frozen_mid_rotation_writes_nothing_once_resumed() {
     old.signal("STOP");
     // Taken once every thread is stopped: `kill` takes milliseconds under load, and what the
     // leader decided in that time is legitimately before the freeze.
-    old.wait_stopped();
+    old.wait_stopped().await;
     let stopped_at = Timestamp::now();
     let stopped = Instant::now();
     tokio::time::sleep(Duration::from_millis(500)).await;

@@ -87,7 +87,7 @@ impl Replica {
 
     /// Waits until every thread of the process is stopped (after SIGSTOP): a timestamp taken
     /// afterwards is later than anything the process did before the freeze.
-    pub fn wait_stopped(&self) {
+    pub async fn wait_stopped(&self) {
         let thread_stopped = |stat: std::io::Result<String>| {
             stat.ok()
                 .and_then(|s| {
@@ -105,7 +105,7 @@ impl Replica {
             if all.unwrap_or(true) {
                 return;
             }
-            std::thread::sleep(Duration::from_millis(1));
+            tokio::time::sleep(Duration::from_millis(1)).await;
         }
         panic!("process {} did not stop within 5 s", self.pid);
     }
