@@ -204,16 +204,12 @@ async fn soak() {
         .and_then(|m| m.parse().ok())
         .unwrap_or(20.0);
     let length = Duration::from_secs_f64(minutes * 60.0);
-    let restart_every = match std::env::var("SOAK_RESTART_SECONDS") {
-        Ok(s) => s
-            .parse::<u64>()
-            .expect("SOAK_RESTART_SECONDS: whole seconds"),
-        Err(_) => 150,
-    };
     // Zero: never (the next restart lies beyond the end of the run).
-    let restart_every = match restart_every {
-        0 => length + Duration::from_secs(1),
-        s => Duration::from_secs(s),
+    let restart_every = match std::env::var("SOAK_RESTART_SECONDS").map(|s| s.parse::<u64>()) {
+        Err(_) => Duration::from_secs(150),
+        Ok(Ok(0)) => length + Duration::from_secs(1),
+        Ok(Ok(s)) => Duration::from_secs(s),
+        Ok(Err(e)) => panic!("SOAK_RESTART_SECONDS: whole seconds: {e}"),
     };
     let seed = Rng::seed_from_env("SOAK_SEED");
     let mut rng = Rng::new(seed);
@@ -310,7 +306,8 @@ async fn soak() {
     let elapsed = started.elapsed();
     let certificates: usize = recorder.serving_secrets().values().sum();
     let (versions, bundles, injected) = recorder.checked();
-    let rss: Vec<u64> = controller.samples.iter().map(|(_, u, _)| u.rss).collect();
+    let usages: Vec<Usage> = controller.samples.iter().map(|(_, u, _)| *u).collect();
+    let rss: Vec<u64> = usages.iter().map(|u| u.rss).collect();
     eprintln!("soak summary (seed {seed})");
     eprintln!(
         "  length {:.1} min of churn; converged {:.1}s after it stopped",
@@ -355,7 +352,6 @@ async fn soak() {
             " (across restarts: SOAK_RESTART_SECONDS=0 shows slow growth)"
         }
     );
-    let usages: Vec<Usage> = controller.samples.iter().map(|(_, u, _)| *u).collect();
     for (what, value) in [
         ("RSS MiB", (|u: &Usage| mib(u.rss)) as fn(&Usage) -> f64),
         ("open fds", |u| u.open_fds as f64),
